@@ -1,0 +1,3 @@
+from safelight.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The HTTP/WebSocket/SSE API (API.md) and the pages."""

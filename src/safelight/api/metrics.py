@@ -1,0 +1,48 @@
+"""Prometheus metrics, one registry per app (no process globals)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from safelight.models import Event
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs = Gauge(
+            "safelight_jobs", "Jobs in the store by status", ["status"], registry=self.registry
+        )
+        self.events = Counter(
+            "safelight_events_appended",
+            "Events appended to job logs",
+            ["type"],
+            registry=self.registry,
+        )
+        self.streams = Gauge(
+            "safelight_open_streams",
+            "Open event streams by transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "safelight_delivery_latency_seconds",
+            "From event commit to the write of that event to a client",
+            ["transport"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.polls = Counter("safelight_polls", "Polling requests answered", registry=self.registry)
+
+    def event_appended(self, event: Event) -> None:
+        self.events.labels(event.type.value).inc()
+
+    def delivered(self, transport: str, event: Event) -> None:
+        self.latency.labels(transport).observe(max(0.0, time.time() - event.ts_ms / 1000))
+
+    def render(self, job_counts: dict[str, int]) -> bytes:
+        for status in ("queued", "running", "uploading", "completed", "failed", "cancelled"):
+            self.jobs.labels(status).set(job_counts.get(status, 0))
+        return generate_latest(self.registry)

@@ -1,0 +1,105 @@
+"""Security headers, Origin checks and simple per-client limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from safelight.errors import Forbidden, RateLimited
+
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+IMAGE_CSP = "default-src 'none'; sandbox"
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# FastAPI's Swagger UI loads its assets from a CDN.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (does not buffer streaming responses)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(("/docs", "/redoc")):
+            csp = DOCS_CSP
+        elif path.startswith("/api/jobs/") and ("/images/" in path or "/previews/" in path):
+            csp = IMAGE_CSP
+        elif path.startswith(("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json")):
+            csp = API_CSP
+        else:
+            csp = PAGE_CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", csp.encode()),
+                ]
+                if path.startswith("/jobs/"):
+                    extra.append((b"x-robots-tag", b"noindex"))
+                headers += [(k, v) for k, v in extra if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def own_origin(scheme: str, host: str | None) -> str | None:
+    if not host:
+        return None
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return f"{scheme}://{host}"
+
+
+def check_origin(origin: str | None, scheme: str, host: str | None, allowed: Iterable[str]) -> None:
+    """Browsers always send Origin on WebSocket handshakes and cross-origin POSTs; a
+    missing Origin is a non-browser client (no ambient credentials to abuse)."""
+    if origin is None:
+        return
+    if origin == own_origin(scheme, host) or origin in allowed:
+        return
+    raise Forbidden(f"origin {origin!r} is not allowed", code="origin_not_allowed")
+
+
+class RateLimiter:
+    """Token bucket per client key (requests per minute, burst of the same size)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def hit(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            raise RateLimited(
+                "too many jobs created from this address; slow down",
+                retry_after=max(1, int((1 - tokens) / self.rate) + 1),
+            )
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > 10_000:  # bounded memory
+            self._buckets.clear()

@@ -1,0 +1,151 @@
+"""The ``safelight`` command: ``serve`` (this module) plus the client commands
+(``generate``, ``watch``, ``cancel``, ``retry``: ``safelight.client.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from safelight import __version__
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One embedded server per data directory: it owns the SQLite file and the workers,
+    which is what lets start-up recovery treat every running job as orphaned."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "safelight.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(
+                f"safelight: another server is already using the data directory {data_dir}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from safelight.api.app import create_app
+    from safelight.config import Settings
+
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "data_dir": args.data_dir,
+        "concurrency": args.concurrency,
+        "database_url": args.database_url,
+        "provider": args.provider,
+        "log_level": args.log_level,
+    }
+    if args.transports:
+        overrides["transports"] = args.transports
+    if args.providers:
+        overrides["providers"] = args.providers
+    if args.diffusers_model:
+        overrides["diffusers_model"] = args.diffusers_model
+    try:
+        settings = Settings.load(overrides)
+    except (ValueError, TypeError) as exc:
+        print(f"safelight: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="wsproto",  # sans-io; lower memory per connection
+        ws_per_message_deflate=False,
+        ws_max_size=64 * 1024,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=5,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    lock = data_dir_lock(settings.data_dir) if settings.database_url is None else None
+    with lock or contextlib.nullcontext():
+        print(
+            f"Safelight {__version__} on http://{settings.host}:{settings.port}  "
+            f"(data: {settings.data_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+        server.run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safelight",
+        description="Watch long-running image generations develop live.",
+    )
+    parser.add_argument("--version", action="version", version=f"safelight {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "serve",
+        help="run the server (API, UI and in-process workers)",
+        description="Run Safelight on one machine: API, web UI, SQLite store and workers. "
+        "Every setting also reads SAFELIGHT_<NAME> from the environment (see README).",
+    )
+    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the database and images live (default: user data dir)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="in-process worker slots (default 1; 0 = API only)",
+    )
+    p.add_argument(
+        "--database-url", default=None, help="database URL (default: SQLite in the data directory)"
+    )
+    p.add_argument("--provider", default=None, help="default provider (default builtin)")
+    p.add_argument(
+        "--providers", default=None, help="comma-separated providers to load (default builtin)"
+    )
+    p.add_argument(
+        "--diffusers-model",
+        default=None,
+        help="local directory or cached model id for the diffusers provider",
+    )
+    p.add_argument(
+        "--transports",
+        default=None,
+        help="enabled transports, comma-separated subset of ws,sse,poll",
+    )
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=serve)
+    try:
+        from safelight.client.cli import register
+    except ImportError:  # pragma: no cover - client not installed in this build
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,1 @@
+"""Jobs: the service (create, cancel, retry), the workers and the reaper."""

@@ -1,0 +1,81 @@
+"""The schema, written once for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Times are integer epoch milliseconds.  Schema changes bump ``SCHEMA_VERSION`` and add a
+step to ``MIGRATIONS`` in ``safelight.store.sql``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("settings", Text, nullable=False),
+    Column("parent_id", String(32), nullable=True),
+    Column("manage_token_hash", String(64), nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    Column("progress", Text, nullable=True),
+    Column("preview", Text, nullable=True),
+    Column("images", Text, nullable=False, default="[]"),
+    Column("error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_token", String(64), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("enqueued_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=True),
+    Column("finished_ms", BigInteger, nullable=True),
+    Column("last_progress_ms", BigInteger, nullable=True),
+)
+Index("jobs_queue", jobs.c.status, jobs.c.enqueued_ms)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("type", String(24), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # in_flight | done
+    Column("status_code", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+meta = Table(
+    "safelight_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

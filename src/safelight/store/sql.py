@@ -1,0 +1,688 @@
+"""The job store: jobs, their event logs and idempotency keys, on SQLAlchemy Core.
+
+Every state change is ONE transaction that bumps ``jobs.last_seq``, inserts the event with
+that ``seq`` (so ``seq`` is gapless per job) and updates the job row.  Worker writes are
+fenced: they carry the lease token, and a write that matches no row raises ``LeaseLost``.
+
+Methods are synchronous; ``safelight.store.runner.AsyncStore`` runs them off the event loop
+(one writer thread: SQLite is a single-writer database, ``BEGIN IMMEDIATE`` for writes).
+Lease expiry is judged by the database clock (``_now``), never by a worker's clock.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from safelight.errors import (
+    IdempotencyInFlight,
+    LeaseLost,
+    NotFound,
+    StorageUnavailable,
+    Unavailable,
+    ValidationFailed,
+)
+from safelight.models import Event, JobRecord, dumps
+from safelight.store.schema import (
+    SCHEMA_VERSION,
+    idempotency_keys,
+    job_events,
+    jobs,
+    meta,
+    metadata,
+)
+from safelight.types import EventType, JobStatus, check_transition
+
+EtaFn = Callable[[int], float | None]
+ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
+
+
+def _no_eta(position: int) -> float | None:
+    return None
+
+
+class SqlStore:
+    """One schema on SQLite (embedded) or PostgreSQL (scale-out)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._writer = _sqlite_engine(url, immediate=True)
+            self._reader = _sqlite_engine(url, immediate=False)
+        else:  # pragma: no cover - scale-out engine, see ARCHITECTURE.md
+            self._writer = create_engine(url, pool_pre_ping=True)
+            self._reader = self._writer
+        self._migrate()
+
+    @classmethod
+    def for_sqlite_file(cls, path: Path) -> SqlStore:
+        return cls(f"sqlite:///{path}")
+
+    def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            metadata.create_all(conn)
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+            if row is None:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StorageUnavailable(
+                    f"the database was written by a newer Safelight (schema {row[0]})"
+                )
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise _translate(exc) from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise _translate(exc) from exc
+
+    def _now(self, conn: Connection) -> int:
+        if self.is_sqlite:
+            expr = text("SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")
+        else:  # pragma: no cover
+            expr = text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
+        return int(conn.execute(expr).scalar_one())
+
+    def now_ms(self) -> int:
+        with self._read() as conn:
+            return self._now(conn)
+
+    def _append(
+        self,
+        conn: Connection,
+        job_id: str,
+        type_: EventType,
+        attempt: int,
+        data: dict[str, Any],
+        now: int,
+        /,
+        *,
+        fence: str | None = None,
+        **updates: Any,
+    ) -> Event:
+        """Bump last_seq, apply ``updates`` and insert the event, in the caller's tx."""
+        where = jobs.c.id == job_id
+        if fence is not None:
+            where = where & (jobs.c.lease_token == fence) & jobs.c.status.in_(ACTIVE)
+        values = {k: _encode(k, v) for k, v in updates.items()}
+        row = conn.execute(
+            jobs.update()
+            .where(where)
+            .values(last_seq=jobs.c.last_seq + 1, updated_ms=now, **values)
+            .returning(jobs.c.last_seq)
+        ).first()
+        if row is None:
+            if fence is not None:
+                raise LeaseLost(f"job {job_id}: lease token no longer valid")
+            raise NotFound(f"no job {job_id}")
+        seq = int(row[0])
+        conn.execute(
+            job_events.insert().values(
+                job_id=job_id,
+                seq=seq,
+                type=type_.value,
+                attempt=attempt,
+                ts_ms=now,
+                data=dumps(data),
+            )
+        )
+        return Event(job_id, seq, type_, attempt, now, data)
+
+    def _locked(self, conn: Connection, job_id: str) -> JobRecord:
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return _record(row._mapping)
+
+    def _queued_ids(self, conn: Connection) -> list[str]:
+        rows = conn.execute(
+            select(jobs.c.id)
+            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .order_by(jobs.c.enqueued_ms, jobs.c.id)
+        )
+        return [r[0] for r in rows]
+
+    def _shift_queue(
+        self, conn: Connection, now: int, removed_index: int, eta: EtaFn
+    ) -> list[Event]:
+        """A job left the queue at ``removed_index``: everyone behind it moves up."""
+        out: list[Event] = []
+        ids = self._queued_ids(conn)
+        for index in range(removed_index, len(ids)):
+            job_id = ids[index]
+            attempt = conn.execute(select(jobs.c.attempt).where(jobs.c.id == job_id)).scalar_one()
+            position = index + 1
+            out.append(
+                self._append(
+                    conn,
+                    job_id,
+                    EventType.POSITION,
+                    int(attempt),
+                    {"position": position, "eta_s": eta(position)},
+                    now,
+                )
+            )
+        return out
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            return None if row is None else _record(row._mapping)
+
+    def read_events(self, job_id: str, after: int, limit: int = 1000) -> list[Event]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(job_events)
+                .where((job_events.c.job_id == job_id) & (job_events.c.seq > after))
+                .order_by(job_events.c.seq)
+                .limit(limit)
+            )
+            return [
+                Event(
+                    r.job_id,
+                    int(r.seq),
+                    EventType(r.type),
+                    int(r.attempt),
+                    int(r.ts_ms),
+                    json.loads(r.data),
+                )
+                for r in rows
+            ]
+
+    def queue_position(self, job_id: str) -> int | None:
+        with self._read() as conn:
+            ids = self._queued_ids(conn)
+        try:
+            return ids.index(job_id) + 1
+        except ValueError:
+            return None
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
+            return {str(r[0]): int(r[1]) for r in rows}
+
+    # -- client-side changes ----------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        settings: dict[str, Any],
+        parent_id: str | None,
+        manage_token_hash: str,
+        max_attempts: int,
+        queue_limit: int,
+        eta: EtaFn = _no_eta,
+    ) -> tuple[JobRecord, list[Event]]:
+        job_id = new_id()
+        with self._tx() as conn:
+            now = self._now(conn)
+            queued = conn.execute(
+                select(func.count()).where(jobs.c.status == JobStatus.QUEUED.value)
+            ).scalar_one()
+            if int(queued) >= queue_limit:
+                raise Unavailable(
+                    f"the queue is full ({queue_limit} jobs waiting); try again shortly",
+                    code="queue_full",
+                    retry_after=10,
+                )
+            if parent_id is not None:
+                exists = conn.execute(select(jobs.c.id).where(jobs.c.id == parent_id)).first()
+                if exists is None:
+                    raise ValidationFailed(
+                        [{"field": "parent_id", "message": "no job with this id exists"}]
+                    )
+            conn.execute(
+                jobs.insert().values(
+                    id=job_id,
+                    status=JobStatus.QUEUED.value,
+                    attempt=1,
+                    max_attempts=max_attempts,
+                    settings=dumps(settings),
+                    parent_id=parent_id,
+                    manage_token_hash=manage_token_hash,
+                    cancel_requested=False,
+                    last_seq=0,
+                    images="[]",
+                    enqueued_ms=now,
+                    created_ms=now,
+                    updated_ms=now,
+                )
+            )
+            position = int(queued) + 1
+            ev = self._append(
+                conn,
+                job_id,
+                EventType.QUEUED,
+                1,
+                {"position": position, "eta_s": eta(position)},
+                now,
+            )
+            return self._locked(conn, job_id), [ev]
+
+    def request_cancel(self, job_id: str, eta: EtaFn = _no_eta) -> tuple[JobRecord, list[Event]]:
+        """queued -> cancelled at once; running/uploading -> cancel_requested (+ event);
+        cancelled -> unchanged.  Completed/failed are left to the caller to refuse."""
+        with self._tx() as conn:
+            job = self._locked(conn, job_id)
+            now = self._now(conn)
+            events: list[Event] = []
+            if job.status is JobStatus.QUEUED:
+                index = self._queued_ids(conn).index(job_id)
+                events.append(
+                    self._append(
+                        conn,
+                        job_id,
+                        EventType.CANCELLED,
+                        job.attempt,
+                        {"reason": "user", "step": None},
+                        now,
+                        status=JobStatus.CANCELLED.value,
+                        finished_ms=now,
+                    )
+                )
+                events += self._shift_queue(conn, now, index, eta)
+            elif job.status.active and not job.cancel_requested:
+                events.append(
+                    self._append(
+                        conn,
+                        job_id,
+                        EventType.CANCEL_REQUESTED,
+                        job.attempt,
+                        {},
+                        now,
+                        cancel_requested=True,
+                    )
+                )
+            return self._locked(conn, job_id), events
+
+    def retry(self, job_id: str, eta: EtaFn = _no_eta) -> tuple[JobRecord, list[Event]]:
+        """failed (retryable, attempts left) -> queued with attempt + 1.  The caller checks
+        the preconditions first for a precise error; they are re-checked here under the
+        row lock so that two concurrent retries give exactly one new attempt."""
+        from safelight.errors import Conflict, MaxAttemptsReached
+
+        with self._tx() as conn:
+            job = self._locked(conn, job_id)
+            if job.status is not JobStatus.FAILED:
+                raise Conflict(f"the job is {job.status}, not failed", code="not_failed")
+            if not (job.error or {}).get("retryable", False):
+                raise Conflict("this failure cannot be retried", code="not_retryable")
+            if job.attempt >= job.max_attempts:
+                raise MaxAttemptsReached(
+                    f"attempt {job.attempt} of {job.max_attempts} was the last one"
+                )
+            now = self._now(conn)
+            attempt = job.attempt + 1
+            events = [
+                self._append(
+                    conn,
+                    job_id,
+                    EventType.RETRY,
+                    attempt,
+                    {"attempt": attempt, "max_attempts": job.max_attempts, "reason": "manual"},
+                    now,
+                )
+            ]
+            events.append(self._requeue(conn, job, attempt, now, eta))
+            return self._locked(conn, job_id), events
+
+    def _requeue(
+        self, conn: Connection, job: JobRecord, attempt: int, now: int, eta: EtaFn
+    ) -> Event:
+        check_transition(job.status, JobStatus.QUEUED)
+        position = len(self._queued_ids(conn)) + 1
+        return self._append(
+            conn,
+            job.id,
+            EventType.QUEUED,
+            attempt,
+            {"position": position, "eta_s": eta(position)},
+            now,
+            status=JobStatus.QUEUED.value,
+            attempt=attempt,
+            error=None,
+            progress=None,
+            images=[],
+            cancel_requested=False,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_ms=None,
+            enqueued_ms=now,
+            finished_ms=None,
+            started_ms=None,
+            last_progress_ms=None,
+        )
+
+    # -- worker-side changes (fenced) -------------------------------------------------
+
+    def claim(
+        self, worker: str, lease_ms: int, eta: EtaFn = _no_eta
+    ) -> tuple[JobRecord, list[Event]] | None:
+        with self._tx() as conn:
+            if self.is_sqlite:
+                row = conn.execute(
+                    select(jobs.c.id)
+                    .where(jobs.c.status == JobStatus.QUEUED.value)
+                    .order_by(jobs.c.enqueued_ms, jobs.c.id)
+                    .limit(1)
+                ).first()
+            else:  # pragma: no cover
+                row = conn.execute(
+                    select(jobs.c.id)
+                    .where(jobs.c.status == JobStatus.QUEUED.value)
+                    .order_by(jobs.c.enqueued_ms, jobs.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+            if row is None:
+                return None
+            job = self._locked(conn, row[0])
+            check_transition(job.status, JobStatus.RUNNING)
+            now = self._now(conn)
+            token = secrets.token_hex(16)
+            events = [
+                self._append(
+                    conn,
+                    job.id,
+                    EventType.RUNNING,
+                    job.attempt,
+                    {"worker": worker},
+                    now,
+                    status=JobStatus.RUNNING.value,
+                    lease_owner=worker,
+                    lease_token=token,
+                    lease_expires_ms=now + lease_ms,
+                    started_ms=now,
+                    last_progress_ms=now,
+                )
+            ]
+            events += self._shift_queue(conn, now, 0, eta)
+            return self._locked(conn, job.id), events
+
+    def heartbeat(self, job_id: str, token: str, lease_ms: int) -> bool:
+        """Renew the lease; returns ``cancel_requested``.  Raises ``LeaseLost``."""
+        with self._tx() as conn:
+            now = self._now(conn)
+            row = conn.execute(
+                jobs.update()
+                .where(
+                    (jobs.c.id == job_id)
+                    & (jobs.c.lease_token == token)
+                    & jobs.c.status.in_(ACTIVE)
+                )
+                .values(lease_expires_ms=now + lease_ms)
+                .returning(jobs.c.cancel_requested)
+            ).first()
+            if row is None:
+                raise LeaseLost(f"job {job_id}: lease token no longer valid")
+            return bool(row[0])
+
+    def worker_event(
+        self,
+        job_id: str,
+        token: str,
+        type_: EventType,
+        data: dict[str, Any],
+        /,
+        *,
+        status: JobStatus | None = None,
+        **updates: Any,
+    ) -> tuple[JobRecord, Event]:
+        """A fenced event from the worker holding ``token``; ``status`` moves the job."""
+        with self._tx() as conn:
+            job = self._locked(conn, job_id)
+            if job.lease_token != token or not job.status.active:
+                raise LeaseLost(f"job {job_id}: lease token no longer valid")
+            now = self._now(conn)
+            if status is not None:
+                check_transition(job.status, status)
+                updates["status"] = status.value
+                if status.terminal:
+                    updates.update(
+                        finished_ms=now, lease_owner=None, lease_token=None, lease_expires_ms=None
+                    )
+            if type_ in (EventType.PROGRESS, EventType.PREVIEW):
+                updates.setdefault("last_progress_ms", now)
+            ev = self._append(conn, job_id, type_, job.attempt, data, now, fence=token, **updates)
+            return self._locked(conn, job_id), ev
+
+    def reap(self, *, everything: bool = False, eta: EtaFn = _no_eta) -> list[Event]:
+        """Jobs whose lease expired (or, at embedded start-up, every active job: the only
+        process that could hold them is gone) are requeued with a ``retry`` event, or
+        cancelled when a cancel was pending, or failed at ``max_attempts``."""
+        events: list[Event] = []
+        with self._tx() as conn:
+            now = self._now(conn)
+            query = select(jobs.c.id).where(jobs.c.status.in_(ACTIVE))
+            if not everything:
+                query = query.where(jobs.c.lease_expires_ms < now)
+            for (job_id,) in conn.execute(query.order_by(jobs.c.enqueued_ms)).all():
+                job = self._locked(conn, job_id)
+                step = (job.progress or {}).get("step")
+                clear: dict[str, Any] = {
+                    "lease_owner": None,
+                    "lease_token": None,
+                    "lease_expires_ms": None,
+                }
+                if job.cancel_requested:
+                    events.append(
+                        self._append(
+                            conn,
+                            job_id,
+                            EventType.CANCELLED,
+                            job.attempt,
+                            {"reason": "user", "step": step},
+                            now,
+                            status=JobStatus.CANCELLED.value,
+                            finished_ms=now,
+                            **clear,
+                        )
+                    )
+                elif job.attempt < job.max_attempts:
+                    attempt = job.attempt + 1
+                    events.append(
+                        self._append(
+                            conn,
+                            job_id,
+                            EventType.RETRY,
+                            attempt,
+                            {
+                                "attempt": attempt,
+                                "max_attempts": job.max_attempts,
+                                "reason": "worker_lost",
+                            },
+                            now,
+                        )
+                    )
+                    events.append(self._requeue(conn, job, attempt, now, eta))
+                else:
+                    error = worker_lost_error(job.attempt, job.max_attempts)
+                    events.append(
+                        self._append(
+                            conn,
+                            job_id,
+                            EventType.FAILED,
+                            job.attempt,
+                            {"error": error},
+                            now,
+                            status=JobStatus.FAILED.value,
+                            error=error,
+                            finished_ms=now,
+                            **clear,
+                        )
+                    )
+        return events
+
+    # -- idempotency keys -------------------------------------------------------------
+
+    def idem_begin(self, key: str, body_hash: str, ttl_ms: int) -> tuple[int, str] | None:
+        """Reserve ``key``.  Returns the stored (status, body) for a replay, None when the
+        caller should go ahead; raises on mismatch (422) or in-flight (409)."""
+        with self._tx() as conn:
+            now = self._now(conn)
+            row = conn.execute(
+                select(idempotency_keys).where(idempotency_keys.c.key == key)
+            ).first()
+            if row is not None and row.created_ms + ttl_ms < now:
+                conn.execute(idempotency_keys.delete().where(idempotency_keys.c.key == key))
+                row = None
+            if row is None:
+                try:
+                    conn.execute(
+                        idempotency_keys.insert().values(
+                            key=key, body_hash=body_hash, state="in_flight", created_ms=now
+                        )
+                    )
+                except IntegrityError as exc:  # pragma: no cover - single writer
+                    raise IdempotencyInFlight() from exc
+                return None
+            if row.body_hash != body_hash:
+                raise ValidationFailed(
+                    [
+                        {
+                            "field": "Idempotency-Key",
+                            "message": "this key was used with a different request body",
+                        }
+                    ],
+                    "Idempotency-Key reused with a different body",
+                )
+            if row.state != "done":
+                raise IdempotencyInFlight()
+            return int(row.status_code), str(row.response)
+
+    def idem_finish(self, key: str, status_code: int, body: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                idempotency_keys.update()
+                .where(idempotency_keys.c.key == key)
+                .values(state="done", status_code=status_code, response=body)
+            )
+
+    def idem_release(self, key: str) -> None:
+        with self._tx() as conn:
+            conn.execute(idempotency_keys.delete().where(idempotency_keys.c.key == key))
+
+
+def worker_lost_error(attempt: int, max_attempts: int) -> dict[str, Any]:
+    return {
+        "type": "internal",
+        "code": "worker_lost",
+        "message": (
+            f"The worker running this job stopped unexpectedly on each of its "
+            f"{max_attempts} attempts."
+        ),
+        "retryable": True,
+        "next_steps": ["restart", "contact_support"],
+        "detail": {"attempt": attempt, "max_attempts": max_attempts},
+    }
+
+
+def new_id() -> str:
+    """128 random bits, URL-safe (API.md: opaque, >= 128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+_JSON_COLUMNS = {"settings", "progress", "preview", "images", "error"}
+
+
+def _encode(key: str, value: Any) -> Any:
+    if key in _JSON_COLUMNS and value is not None:
+        return dumps(value)
+    return value
+
+
+def _record(m: Any) -> JobRecord:
+    def load(v: str | None) -> Any:
+        return None if v is None else json.loads(v)
+
+    return JobRecord(
+        id=m["id"],
+        status=JobStatus(m["status"]),
+        attempt=int(m["attempt"]),
+        max_attempts=int(m["max_attempts"]),
+        settings=json.loads(m["settings"]),
+        parent_id=m["parent_id"],
+        manage_token_hash=m["manage_token_hash"],
+        cancel_requested=bool(m["cancel_requested"]),
+        last_seq=int(m["last_seq"]),
+        progress=load(m["progress"]),
+        preview=load(m["preview"]),
+        images=load(m["images"]) or [],
+        error=load(m["error"]),
+        lease_owner=m["lease_owner"],
+        lease_token=m["lease_token"],
+        lease_expires_ms=m["lease_expires_ms"],
+        enqueued_ms=int(m["enqueued_ms"]),
+        created_ms=int(m["created_ms"]),
+        updated_ms=int(m["updated_ms"]),
+        started_ms=m["started_ms"],
+        finished_ms=m["finished_ms"],
+        last_progress_ms=m["last_progress_ms"],
+    )
+
+
+def _translate(exc: DBAPIError) -> Exception:
+    message = str(exc.orig).lower()
+    storage_words = (
+        "disk is full",
+        "disk i/o",
+        "readonly",
+        "read-only",
+        "unable to open",
+        "no space",
+    )
+    if any(w in message for w in storage_words):
+        return StorageUnavailable(f"storage error: {exc.orig}", retry_after=30)
+    if "locked" in message or "busy" in message:
+        return Unavailable("the database is busy; try again", retry_after=1)
+    return exc
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(
+        url, pool_size=8, connect_args={"check_same_thread": False, "timeout": 10}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a 201 means the job row is on disk (research/reliability-anchors.md #4).
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

@@ -1,0 +1,63 @@
+"""In-process fan-out of committed events to the connections following a job.
+
+The store is the source of truth; the broadcaster only wakes subscribers up sooner.  Each
+subscription has one bounded queue.  When a queue is full, the subscriber is too slow: it
+is marked overflowed and its ``on_overflow`` callback runs (the transport closes the
+connection; the client resumes by cursor), so one stalled reader never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from safelight.models import Event
+
+
+class Subscription:
+    __slots__ = ("job_id", "on_overflow", "overflowed", "queue")
+
+    def __init__(self, job_id: str, size: int) -> None:
+        self.job_id = job_id
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.overflowed = False
+        self.on_overflow: Callable[[], object] | None = None
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow()
+
+
+class Broadcaster:
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._subs: dict[str, set[Subscription]] = {}
+        self.published = 0
+
+    def subscribe(self, job_id: str) -> Subscription:
+        sub = Subscription(job_id, self.queue_size)
+        self._subs.setdefault(job_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.job_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.job_id]
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Called on the event loop, in commit order."""
+        for event in events:
+            self.published += 1
+            for sub in tuple(self._subs.get(event.job_id, ())):
+                sub.offer(event)
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())

@@ -1,0 +1,131 @@
+"""The one delivery algorithm behind every streaming transport.
+
+Per subscriber: register for live events FIRST, then read the backlog ``seq > after`` from
+the store, then live events, dropping any ``seq`` already sent and backfilling any gap from
+the store.  Ends after the terminal event.  Yields ``Event`` objects and ``Control`` frames
+(welcome, ping) for the transport to encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from safelight.errors import NotFound, SafelightError
+from safelight.models import Event, dumps
+from safelight.store.runner import AsyncStore
+from safelight.store.sql import SqlStore
+from safelight.streaming.broadcaster import Broadcaster, Subscription
+from safelight.types import Transport
+
+BACKLOG_PAGE = 500
+
+
+class SlowConsumer(SafelightError):
+    code = "slow_consumer"
+    title = "The client did not read fast enough; resume from your cursor"
+
+
+@dataclass(slots=True)
+class Control:
+    """A frame that is not an event (no seq): welcome, ping."""
+
+    type: str
+    body: dict[str, Any]
+
+    @property
+    def json(self) -> str:
+        return dumps(self.body)
+
+
+class Follower:
+    """Yields everything a client following ``job_id`` from ``after`` must receive."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        broadcaster: Broadcaster,
+        job_id: str,
+        after: int,
+        transport: Transport,
+        ping_interval_s: float,
+    ) -> None:
+        self.store = store
+        self.broadcaster = broadcaster
+        self.job_id = job_id
+        self.after = max(0, after)
+        self.transport = transport
+        self.ping_interval_s = ping_interval_s
+        self.sub: Subscription | None = None
+        self.last_sent = self.after
+
+    async def open(self) -> Control:
+        """Subscribe, then snapshot the job.  Raises NotFound before anything is sent."""
+        self.sub = self.broadcaster.subscribe(self.job_id)
+        job = await self.store.read(SqlStore.get_job, self.job_id)
+        if job is None:
+            self.close()
+            raise NotFound(f"no job {self.job_id}")
+        body: dict[str, Any] = {
+            "type": "welcome",
+            "job_id": self.job_id,
+            "transport": self.transport.value,
+            "last_seq": job.last_seq,
+            "status": job.status.value,
+        }
+        if self.after > job.last_seq:
+            # A cursor from the future is a client bug (API.md): say so, send nothing older.
+            body["reset"] = True
+            self.after = self.last_sent = job.last_seq
+        self.done = job.terminal and self.after >= job.last_seq
+        return Control("welcome", body)
+
+    def close(self) -> None:
+        if self.sub is not None:
+            self.broadcaster.unsubscribe(self.sub)
+            self.sub = None
+
+    async def _backfill(self) -> AsyncIterator[Event]:
+        while True:
+            batch = await self.store.read(
+                SqlStore.read_events, self.job_id, self.last_sent, BACKLOG_PAGE
+            )
+            for event in batch:
+                yield event
+            if len(batch) < BACKLOG_PAGE:
+                return
+
+    async def events(self) -> AsyncIterator[Event | Control]:
+        assert self.sub is not None, "open() first"
+        if self.done:
+            return
+        async for event in self._backfill():
+            self.last_sent = event.seq
+            yield event
+            if event.terminal:
+                return
+        queue = self.sub.queue
+        while True:
+            if self.sub.overflowed:
+                raise SlowConsumer()
+            try:
+                event = await asyncio.wait_for(queue.get(), self.ping_interval_s)
+            except TimeoutError:
+                yield Control("ping", {"type": "ping", "last_seq": self.last_sent})
+                continue
+            if event.seq <= self.last_sent:
+                continue
+            if event.seq > self.last_sent + 1:
+                # Published out of order or lost in a queue: the store has the truth.
+                async for missed in self._backfill():
+                    self.last_sent = missed.seq
+                    yield missed
+                    if missed.terminal:
+                        return
+                continue
+            self.last_sent = event.seq
+            yield event
+            if event.terminal:
+                return
