@@ -70,8 +70,8 @@ def serve(args: argparse.Namespace) -> int:
         ws="wsproto",  # sans-io; lower memory per connection
         ws_per_message_deflate=False,
         ws_max_size=64 * 1024,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=5,
         log_level=settings.log_level,
         access_log=False,

@@ -64,6 +64,10 @@ class Settings:
 
     # Streaming
     ping_interval_s: float = 15.0
+    # WebSocket protocol ping/pong (uvicorn): a peer that stops reading stops answering,
+    # and is dropped after interval + timeout.
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
     poll_after_ms: int = 1000
     long_poll_max_s: float = 25.0
     sse_retry_min_ms: int = 1000

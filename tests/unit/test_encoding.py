@@ -18,10 +18,19 @@ def test_iso_ms_is_rfc3339_utc_with_milliseconds() -> None:
 
 
 def test_event_wire_shape() -> None:
-    ev = Event("abc", 7, EventType.PROGRESS, 1, 1795600000123,
-               {"step": 5, "total_steps": 30, "fraction": 0.1667, "eta_s": 4.2})
+    ev = Event(
+        "abc",
+        7,
+        EventType.PROGRESS,
+        1,
+        1795600000123,
+        {"step": 5, "total_steps": 30, "fraction": 0.1667, "eta_s": 4.2},
+    )
     assert json.loads(ev.json) == {
-        "job_id": "abc", "seq": 7, "type": "progress", "attempt": 1,
+        "job_id": "abc",
+        "seq": 7,
+        "type": "progress",
+        "attempt": 1,
         "ts": "2026-11-25T09:46:40.123Z",
         "data": {"step": 5, "total_steps": 30, "fraction": 0.1667, "eta_s": 4.2},
     }

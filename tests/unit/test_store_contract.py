@@ -54,8 +54,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 
 def create(store: SqlStore, limit: int = 100, **kw: object) -> str:
     job, events = store.create_job(
-        settings={"prompt": "p", **kw}, parent_id=None, manage_token_hash="h",
-        max_attempts=3, queue_limit=limit,
+        settings={"prompt": "p", **kw},
+        parent_id=None,
+        manage_token_hash="h",
+        max_attempts=3,
+        queue_limit=limit,
     )
     assert [e.type for e in events] == [EventType.QUEUED]
     return job.id
@@ -78,10 +81,17 @@ def claim(store: SqlStore, lease_ms: int = 60_000) -> tuple[str, str]:
 
 
 def fail(store: SqlStore, job_id: str, token: str, retryable: bool = True) -> None:
-    error = {"type": "provider", "code": "x", "message": "m", "retryable": retryable,
-             "next_steps": [], "detail": {}}
-    store.worker_event(job_id, token, EventType.FAILED, {"error": error},
-                       status=JobStatus.FAILED, error=error)
+    error = {
+        "type": "provider",
+        "code": "x",
+        "message": "m",
+        "retryable": retryable,
+        "next_steps": [],
+        "detail": {},
+    }
+    store.worker_event(
+        job_id, token, EventType.FAILED, {"error": error}, status=JobStatus.FAILED, error=error
+    )
 
 
 def test_create_logs_queued_as_seq_1_with_position(store: SqlStore) -> None:
@@ -95,8 +105,9 @@ def test_create_logs_queued_as_seq_1_with_position(store: SqlStore) -> None:
 
 def test_unknown_parent_is_a_validation_error(store: SqlStore) -> None:
     with pytest.raises(ValidationFailed):
-        store.create_job(settings={}, parent_id="nope", manage_token_hash="h", max_attempts=3,
-                         queue_limit=10)
+        store.create_job(
+            settings={}, parent_id="nope", manage_token_hash="h", max_attempts=3, queue_limit=10
+        )
 
 
 def test_full_queue_refuses_and_creates_nothing(store: SqlStore) -> None:
@@ -134,7 +145,10 @@ def test_worker_writes_are_fenced_by_the_lease_token(store: SqlStore) -> None:
         store.heartbeat(job_id, "stale", 1000)
     assert store.heartbeat(job_id, token, 1000) is False
     assert [e.type for e in assert_gapless(store, job_id)] == [
-        EventType.QUEUED, EventType.RUNNING, EventType.PROGRESS]
+        EventType.QUEUED,
+        EventType.RUNNING,
+        EventType.PROGRESS,
+    ]
 
 
 def test_a_reaped_worker_can_change_nothing(store: SqlStore) -> None:
@@ -182,7 +196,9 @@ def test_cancel_queued_is_immediate_and_moves_the_queue(store: SqlStore) -> None
     job, events = store.request_cancel(a)
     assert job.status is JobStatus.CANCELLED and job.finished_ms is not None
     assert [(e.job_id, e.type) for e in events] == [
-        (a, EventType.CANCELLED), (b, EventType.POSITION)]
+        (a, EventType.CANCELLED),
+        (b, EventType.POSITION),
+    ]
     # idempotent
     job, events = store.request_cancel(a)
     assert job.status is JobStatus.CANCELLED and events == []

@@ -114,8 +114,11 @@ async def _ws_session(
     if write_task in done and not write_task.cancelled():
         exc = write_task.exception()
         if isinstance(exc, SlowConsumer | TimeoutError):
+            # The socket may be full: bounded, best effort (uvicorn then drops it).
             with contextlib.suppress(Exception):
-                await websocket.close(1013, "slow consumer; resume from your cursor")
+                await asyncio.wait_for(
+                    websocket.close(1013, "slow consumer; resume from your cursor"), 1.0
+                )
         elif exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
             raise exc
 
@@ -220,13 +223,14 @@ async def poll_events(
                 if ev.seq > after:
                     break
             events = await ctx.store.read(SqlStore.read_events, job_id, after, POLL_PAGE)
-            job = await ctx.service.get(job_id)
+        # Re-read the job after the events so that last_seq covers them all.
+        job = await ctx.service.get(job_id)
     finally:
         if sub is not None:
             ctx.broadcaster.unsubscribe(sub)
     last = events[-1].seq if events else after
-    last_seq = max(job.last_seq, last)
-    terminal = any(ev.terminal for ev in events) or (job.terminal and last >= last_seq)
+    last_seq = job.last_seq
+    terminal = job.terminal and last >= last_seq
     for ev in events:
         ctx.metrics.delivered("poll", ev)
     body = {

@@ -87,24 +87,28 @@ class Follower:
             self.broadcaster.unsubscribe(self.sub)
             self.sub = None
 
-    async def _backfill(self) -> AsyncIterator[Event]:
+    async def _backfill(self) -> AsyncIterator[tuple[Event, bool]]:
+        """Events after ``last_sent`` from the store, each with whether it ends the stream:
+        a terminal event ends it only when nothing follows it (a retried job's log goes
+        on after its ``failed`` event)."""
         while True:
             batch = await self.store.read(
                 SqlStore.read_events, self.job_id, self.last_sent, BACKLOG_PAGE
             )
-            for event in batch:
-                yield event
-            if len(batch) < BACKLOG_PAGE:
+            more = len(batch) == BACKLOG_PAGE
+            for index, event in enumerate(batch):
+                self.last_sent = event.seq
+                yield event, event.terminal and index == len(batch) - 1 and not more
+            if not more:
                 return
 
     async def events(self) -> AsyncIterator[Event | Control]:
         assert self.sub is not None, "open() first"
         if self.done:
             return
-        async for event in self._backfill():
-            self.last_sent = event.seq
+        async for event, final in self._backfill():
             yield event
-            if event.terminal:
+            if final:
                 return
         queue = self.sub.queue
         while True:
@@ -119,10 +123,9 @@ class Follower:
                 continue
             if event.seq > self.last_sent + 1:
                 # Published out of order or lost in a queue: the store has the truth.
-                async for missed in self._backfill():
-                    self.last_sent = missed.seq
+                async for missed, final in self._backfill():
                     yield missed
-                    if missed.terminal:
+                    if final:
                         return
                 continue
             self.last_sent = event.seq
