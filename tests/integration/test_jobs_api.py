@@ -335,3 +335,10 @@ def test_service_endpoints(live_server: Factory) -> None:
     page = httpx.get(f"{server.url}/")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert httpx.get(f"{server.url}/jobs/abc").headers["x-robots-tag"] == "noindex"
+
+
+def test_pages_answer_head(live_server: Factory) -> None:
+    # Uptime checkers and link previews use HEAD.
+    server = live_server(concurrency=0)
+    assert httpx.head(f"{server.url}/").status_code == 200
+    assert httpx.head(f"{server.url}/jobs/abc").status_code == 200

@@ -22,11 +22,11 @@ def _page(name: str) -> Response:
     return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def home() -> Response:
     return _page("index.html")
 
 
-@router.get("/jobs/{job_id}")
+@router.api_route("/jobs/{job_id}", methods=["GET", "HEAD"])
 async def job_page(job_id: str) -> Response:
     return _page("job.html")
