@@ -342,3 +342,20 @@ def test_pages_answer_head(live_server: Factory) -> None:
     server = live_server(concurrency=0)
     assert httpx.head(f"{server.url}/").status_code == 200
     assert httpx.head(f"{server.url}/jobs/abc").status_code == 200
+
+
+def test_whole_job_deadline_fails_the_attempt_with_a_timeout(live_server: Factory) -> None:
+    server = live_server(step_delay_s=0.05, job_deadline_s=0.4)
+    job = create(server.url, steps=100)
+    failed = wait_status(server.url, job["id"], {"failed"})
+    assert failed["error"]["type"] == "timeout" and failed["error"]["code"] == "job_deadline"
+    assert failed["error"]["retryable"] is True
+
+
+def test_create_is_rate_limited_per_client(live_server: Factory) -> None:
+    server = live_server(concurrency=0, create_rate_per_min=2)
+    create(server.url)
+    create(server.url)
+    r = httpx.post(f"{server.url}/api/jobs", json={"prompt": "x"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert r.json()["code"] == "rate_limited"

@@ -127,6 +127,12 @@ class Worker:
         )
         try:
             outcome = await self._supervise(job, token, state, future, started)
+        except BaseException:
+            # Lease lost, shutdown, or a bug: abandon the provider thread (it stops at its
+            # next step; anything it could still write is fenced).
+            state.cancel_reason = "abandoned"
+            state.cancel.set()
+            raise
         finally:
             self.service.cancel_signals.pop(job.id, None)
         if outcome is None:
