@@ -7,9 +7,8 @@ Run: pytest -m e2e tests/e2e
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import re
 import struct
 import time
