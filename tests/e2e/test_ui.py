@@ -41,7 +41,9 @@ JOB_URL = re.compile(r".*/jobs/[A-Za-z0-9_-]+(\?.*)?$")
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync Playwright keeps an event loop running in this thread while it is
+# open, which would break asyncio tests collected after this module.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
@@ -230,8 +232,10 @@ def test_generate_progress_complete_download(
     expect(page.locator("#progress-step")).to_contain_text(re.compile(r"Step \d+ of 48"))
     expect(page.locator("#preview-img")).to_be_visible()
     expect(page).to_have_title(re.compile(r"^\d+% · "))
+    # Functions, not expression strings: a string would be eval'd in the page, which the
+    # page's CSP (no 'unsafe-eval') forbids.
     page.wait_for_function(
-        "document.querySelector('#progress-bar').getAttribute('aria-valuenow') >= 35"
+        "() => document.querySelector('#progress-bar').getAttribute('aria-valuenow') >= 35"
     )
     shot(page, "progress-running", docs=True)
 
@@ -245,7 +249,7 @@ def test_generate_progress_complete_download(
     for t in ("queued", "running", "uploading", "completed"):
         expect(page.locator(f"#timeline li[data-type={t}] time")).to_have_count(1)
     page.wait_for_function(
-        "[...document.querySelectorAll('#result-list img')]"
+        "() => [...document.querySelectorAll('#result-list img')]"
         ".every(i => i.complete && i.naturalWidth > 0)"
     )
     shot(page, "completed", docs=True)
@@ -428,7 +432,7 @@ def test_shared_link_is_read_only(
     expect(friend.locator("#cancel-btn")).to_be_hidden()
     expect(friend.locator("#retry-btn")).to_be_hidden()
     friend.wait_for_function(
-        "document.querySelector('#progress-bar').getAttribute('aria-valuenow') >= 30"
+        "() => document.querySelector('#progress-bar').getAttribute('aria-valuenow') >= 30"
     )
     shot(friend, "shared-readonly-dark", docs=True)
     wait_status(friend, "Completed")

@@ -485,6 +485,9 @@ class SqlStore:
                 query = query.where(jobs.c.lease_expires_ms < now)
             for (job_id,) in conn.execute(query.order_by(jobs.c.enqueued_ms)).all():
                 job = self._locked(conn, job_id)
+                expired = job.lease_expires_ms is None or job.lease_expires_ms < now
+                if not job.status.active or not (everything or expired):
+                    continue  # another reaper (or the worker) got there first
                 step = (job.progress or {}).get("step")
                 clear: dict[str, Any] = {
                     "lease_owner": None,

@@ -126,7 +126,7 @@ function render() {
 function renderHead(job) {
   byId('job-id').textContent = job.id;
   const title = byId('status-title');
-  const label = job.cancel_requested && !TERMINAL.has(job.status) ? 'Cancelling…' : (STATUS_TITLE[job.status] ?? job.status);
+  const label = (job.cancel_requested || cancelling) && !TERMINAL.has(job.status) ? 'Cancelling…' : (STATUS_TITLE[job.status] ?? job.status);
   const iconName = job.status === 'completed' ? 'check' : job.status === 'failed' ? 'alert' : job.status === 'cancelled' ? 'stop' : 'sparkle';
   title.replaceChildren(h('span', { className: 'status-icon' }, [icon(iconName)]), h('span', { id: 'status-text', text: label }));
   byId('status-sub').textContent = subline(job);
