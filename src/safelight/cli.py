@@ -55,6 +55,10 @@ def serve(args: argparse.Namespace) -> int:
         overrides["providers"] = args.providers
     if args.diffusers_model:
         overrides["diffusers_model"] = args.diffusers_model
+    if args.diffusers_device:
+        overrides["diffusers_device"] = args.diffusers_device
+    if args.diffusers_allow_download:
+        overrides["diffusers_allow_download"] = True
     try:
         settings = Settings.load(overrides)
     except (ValueError, TypeError) as exc:
@@ -148,4 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:  # uvicorn re-raises the signal after a clean shutdown
+        code = 130
+    sys.exit(code)

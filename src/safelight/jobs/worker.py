@@ -125,6 +125,8 @@ class Worker:
         future = loop.run_in_executor(
             self.threads, provider.generate, request, self._on_step_for(state)
         )
+        # An abandoned attempt's thread ends later with Cancelled; nobody awaits it then.
+        future.add_done_callback(_consume_outcome)
         try:
             outcome = await self._supervise(job, token, state, future, started)
         except BaseException:
@@ -382,6 +384,11 @@ class Worker:
             images=out,
         )
         self.service.record_duration(duration)
+
+
+def _consume_outcome(future: asyncio.Future[list[Image.Image]]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _encode_preview(image: Image.Image, max_side: int) -> tuple[bytes, int, int]:
