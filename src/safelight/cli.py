@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -94,6 +95,63 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(args: argparse.Namespace) -> int:
+    """Scale-out: run worker slots against a PostgreSQL store, without HTTP."""
+    import asyncio
+    import signal
+
+    from safelight.config import Settings
+    from safelight.runtime import Runtime
+
+    overrides: dict[str, Any] = {
+        "data_dir": args.data_dir,
+        "concurrency": args.concurrency,
+        "database_url": args.database_url,
+        "provider": args.provider,
+        "log_level": args.log_level,
+        "node_name": args.name or socket.gethostname(),
+    }
+    if args.providers:
+        overrides["providers"] = args.providers
+    if args.diffusers_model:
+        overrides["diffusers_model"] = args.diffusers_model
+    try:
+        settings = Settings.load(overrides)
+    except (ValueError, TypeError) as exc:
+        print(f"safelight: {exc}", file=sys.stderr)
+        return 2
+    if settings.database_url is None:
+        print(
+            "safelight worker: needs --database-url (a PostgreSQL URL). In embedded mode "
+            "`safelight serve` runs the workers itself.",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def run() -> None:
+        runtime = Runtime.build(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        print(
+            f"Safelight worker {settings.node_name}: {settings.concurrency} slot(s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await runtime.stop()
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safelight",
@@ -133,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="local directory or cached model id for the diffusers provider",
     )
+    p.add_argument("--diffusers-device", default=None, help="cuda, mps, cpu or auto (default auto)")
+    p.add_argument(
+        "--diffusers-allow-download",
+        action="store_true",
+        default=None,
+        help="let the diffusers provider download a model id not in the local cache",
+    )
     p.add_argument(
         "--transports",
         default=None,
@@ -140,6 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=serve)
+
+    w = sub.add_parser(
+        "worker",
+        help="scale-out: run workers against PostgreSQL (no HTTP)",
+        description="Run worker slots on this machine against the shared PostgreSQL store. "
+        "The data directory must be the blob directory every API node serves from "
+        "(a shared mount).",
+    )
+    w.add_argument("--database-url", default=None, help="postgresql+psycopg://... (required)")
+    w.add_argument("--data-dir", type=Path, default=None, help="shared data directory")
+    w.add_argument("--concurrency", type=int, default=None, help="worker slots (default 1)")
+    w.add_argument(
+        "--name",
+        default=None,
+        help="node name used in lease owners and `running` events (default: host)",
+    )
+    w.add_argument("--provider", default=None, help="default provider (default builtin)")
+    w.add_argument("--providers", default=None, help="providers to load, comma-separated")
+    w.add_argument("--diffusers-model", default=None, help="model for the diffusers provider")
+    w.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    w.set_defaults(func=worker, name=None)
     try:
         from safelight.client.cli import register
     except ImportError:  # pragma: no cover - client not installed in this build

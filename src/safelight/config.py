@@ -37,6 +37,8 @@ class Settings:
 
     # Workers
     concurrency: int = 1
+    # Names this node's workers (lease owner, `running` events); unique per machine.
+    node_name: str = "embedded"
     run_workers: bool = True
     provider: str = "builtin"
     providers: tuple[str, ...] = ("builtin",)

@@ -88,7 +88,8 @@ def test_generate_saves_images_and_prints_their_paths(live_server: Factory, tmp_
     # The manage token was remembered, private to the user.
     tokens = tmp_path / "cfg" / "tokens.json"
     assert (tokens.stat().st_mode & 0o777) == 0o600
-    assert paths[0].name.split("-")[0] in json.loads(tokens.read_text())[server.url]
+    # ids may contain "-": the file is "{job_id}-{n}.png"
+    assert paths[0].name.rsplit("-", 1)[0] in json.loads(tokens.read_text())[server.url]
 
 
 def test_generate_json_prints_only_the_events(live_server: Factory, tmp_path: Path) -> None:

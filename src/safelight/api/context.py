@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
-from safelight.api.metrics import Metrics
 from safelight.api.security import RateLimiter
 from safelight.blobs import BlobStore
 from safelight.config import Settings
 from safelight.errors import RateLimited
 from safelight.jobs.service import JobService
+from safelight.metrics import Metrics
 from safelight.store.runner import AsyncStore
 from safelight.streaming.broadcaster import Broadcaster
 

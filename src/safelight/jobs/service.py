@@ -68,13 +68,25 @@ class JobService:
     # -- publishing -------------------------------------------------------------------
 
     def publish(self, events: Iterable[Event]) -> None:
+        """Events this process just committed.  Embedded: fan them out at once.
+        Scale-out: the PostgreSQL listener delivers them (to every node, this one too)."""
         events = list(events)
+        if self.metrics is not None:
+            for event in events:
+                self.metrics.event_appended(event)
+        if self.settings.database_url is None:
+            self.deliver(events)
+
+    def deliver(self, events: list[Event]) -> None:
+        """Fan committed events out to this node: streams, idle workers, cancel flags."""
         self.broadcaster.publish(events)
         for event in events:
-            if self.metrics is not None:
-                self.metrics.event_appended(event)
             if event.type is EventType.QUEUED:
                 self.work_available.set()
+            elif event.type is EventType.CANCEL_REQUESTED:
+                signal = self.cancel_signals.get(event.job_id)
+                if signal is not None:
+                    signal.set()
 
     # -- API operations ---------------------------------------------------------------
 

@@ -42,6 +42,9 @@ from safelight.store.schema import (
 from safelight.types import EventType, JobStatus, check_transition
 
 EtaFn = Callable[[int], float | None]
+# PostgreSQL: every appended event is announced on this channel as "job_id:seq" (ids only;
+# the table is the source of truth), delivered at commit, to every API node's listener.
+NOTIFY_CHANNEL = "safelight_events"
 ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
 
 
@@ -150,6 +153,11 @@ class SqlStore:
                 data=dumps(data),
             )
         )
+        if not self.is_sqlite:
+            conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": NOTIFY_CHANNEL, "payload": f"{job_id}:{seq}"},
+            )
         return Event(job_id, seq, type_, attempt, now, data)
 
     def _locked(self, conn: Connection, job_id: str) -> JobRecord:

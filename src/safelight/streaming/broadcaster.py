@@ -38,6 +38,7 @@ class Broadcaster:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self._subs: dict[str, set[Subscription]] = {}
+        self._last: dict[str, int] = {}  # highest seq published per followed job
         self.published = 0
 
     def subscribe(self, job_id: str) -> Subscription:
@@ -51,13 +52,23 @@ class Broadcaster:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.job_id]
+                self._last.pop(sub.job_id, None)
 
     def publish(self, events: Iterable[Event]) -> None:
         """Called on the event loop, in commit order."""
         for event in events:
             self.published += 1
-            for sub in tuple(self._subs.get(event.job_id, ())):
+            subs = self._subs.get(event.job_id)
+            if not subs:
+                continue
+            if event.seq > self._last.get(event.job_id, 0):
+                self._last[event.job_id] = event.seq
+            for sub in tuple(subs):
                 sub.offer(event)
+
+    def followed(self) -> dict[str, int]:
+        """Jobs with subscribers -> the highest seq published to them (0: none yet)."""
+        return {job_id: self._last.get(job_id, 0) for job_id in self._subs}
 
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subs.values())
