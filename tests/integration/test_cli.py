@@ -88,6 +88,10 @@ def test_generate_saves_images_and_prints_their_paths(live_server: Factory, tmp_
     # The manage token was remembered, private to the user.
     tokens = tmp_path / "cfg" / "tokens.json"
     assert (tokens.stat().st_mode & 0o777) == 0o600
+    # ...while the images get the user's usual mode, not the temp file's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == (0o666 & ~umask) for p in paths)
     # ids may contain "-": the file is "{job_id}-{n}.png"
     assert paths[0].name.rsplit("-", 1)[0] in json.loads(tokens.read_text())[server.url]
 
