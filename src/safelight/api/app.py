@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.include_router(job_routes.router)
     app.include_router(streams.router)
+    app.router.routes.extend(streams.websocket_routes)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(SecurityHeaders)

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, WebSocket
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import JSONResponse, Response
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from safelight.api.context import AppContext, ctx_of
@@ -37,12 +38,16 @@ def _disabled(transport: Transport) -> SafelightError:
     )
 
 
-@router.websocket("/api/jobs/{job_id}/ws")
-async def websocket_events(
-    websocket: WebSocket, job_id: str, after: Annotated[int, Query(ge=0)] = 0
-) -> None:
+async def websocket_events(websocket: WebSocket) -> None:
+    """``GET /api/jobs/{job_id}/ws?after=N``: a plain Starlette route, not a FastAPI one,
+    because FastAPI's per-request dependency machinery stays alive for a WebSocket's whole
+    life, and memory per idle stream is a design target (DESIGN.md)."""
     ctx = ctx_of(websocket)
+    job_id = str(websocket.path_params["job_id"])
+    raw_after = websocket.query_params.get("after", "0")
     try:
+        if not raw_after.isdigit():
+            raise BadCursor("after must be a non-negative integer")
         if Transport.WS not in ctx.settings.transports:
             raise _disabled(Transport.WS)
         check_origin(
@@ -56,7 +61,12 @@ async def websocket_events(
         await _deny(websocket, exc)
         return
     follower = Follower(
-        ctx.store, ctx.broadcaster, job_id, after, Transport.WS, ctx.settings.ping_interval_s
+        ctx.store,
+        ctx.broadcaster,
+        job_id,
+        int(raw_after),
+        Transport.WS,
+        ctx.settings.ping_interval_s,
     )
     try:
         try:
@@ -71,6 +81,15 @@ async def websocket_events(
         ctx.close_stream(key, "ws")
 
 
+class BadCursor(SafelightError):
+    status = 400
+    code = "bad_cursor"
+    title = "Bad cursor"
+
+
+websocket_routes = [WebSocketRoute("/api/jobs/{job_id}/ws", websocket_events)]
+
+
 async def _deny(websocket: WebSocket, exc: SafelightError) -> None:
     """Refuse the handshake with an HTTP error (403 when the server cannot send one)."""
     try:
@@ -82,45 +101,26 @@ async def _deny(websocket: WebSocket, exc: SafelightError) -> None:
 async def _ws_session(
     websocket: WebSocket, ctx: AppContext, follower: Follower, welcome: Control
 ) -> None:
+    """One task per connection (memory per idle stream is a design target).  Clients send
+    nothing, so nothing is read: a vanished client is noticed when a write fails (pings
+    go out every ``ping_interval_s``), a stalled one when a write times out or its queue
+    overflows, and one that stops answering protocol pings is dropped by uvicorn."""
     send_timeout = ctx.settings.send_timeout_s
-
-    async def writer() -> None:
+    try:
         await websocket.send_text(welcome.json)
         async for item in follower.events():
-            await asyncio.wait_for(websocket.send_text(item.json), send_timeout)
+            async with asyncio.timeout(send_timeout):  # no task per send, unlike wait_for
+                await websocket.send_text(item.json)
             if isinstance(item, Event):
                 ctx.metrics.delivered("ws", item)
         await websocket.close(1000)
-
-    async def reader() -> None:
-        # Clients have nothing to say; reading notices a disconnect promptly.
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-
-    write_task = asyncio.create_task(writer())
-    read_task = asyncio.create_task(reader())
-    assert follower.sub is not None
-    follower.sub.on_overflow = write_task.cancel
-    try:
-        done, _ = await asyncio.wait({write_task, read_task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (write_task, read_task):
-            task.cancel()
-        for task in (write_task, read_task):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if write_task in done and not write_task.cancelled():
-        exc = write_task.exception()
-        if isinstance(exc, SlowConsumer | TimeoutError):
-            # The socket may be full: bounded, best effort (uvicorn then drops it).
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    websocket.close(1013, "slow consumer; resume from your cursor"), 1.0
-                )
-        elif exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
-            raise exc
+    except (SlowConsumer, TimeoutError):
+        # The socket may be full: bounded, best effort (uvicorn then drops it).
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await websocket.close(1013, "slow consumer; resume from your cursor")
+    except (WebSocketDisconnect, OSError):
+        return
 
 
 @router.get(

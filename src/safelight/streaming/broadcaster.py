@@ -9,9 +9,49 @@ connection; the client resumes by cursor), so one stalled reader never slows the
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from safelight.models import Event
+
+
+class EventQueue:
+    """A bounded single-consumer queue: a deque and at most one waiting future.
+
+    ``asyncio.Queue`` carries three deques and an Event per instance; with one queue per
+    open stream, memory per idle connection (a DESIGN.md target) favours this one."""
+
+    __slots__ = ("_items", "_maxsize", "_waiter")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Event] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, event: Event) -> None:
+        if len(self._items) >= self._maxsize:
+            raise asyncio.QueueFull
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> Event:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> Event:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 class Subscription:
@@ -19,7 +59,7 @@ class Subscription:
 
     def __init__(self, job_id: str, size: int) -> None:
         self.job_id = job_id
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.queue = EventQueue(size)
         self.overflowed = False
         self.on_overflow: Callable[[], object] | None = None
 

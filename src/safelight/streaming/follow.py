@@ -43,6 +43,18 @@ class Control:
 class Follower:
     """Yields everything a client following ``job_id`` from ``after`` must receive."""
 
+    __slots__ = (
+        "after",
+        "broadcaster",
+        "done",
+        "job_id",
+        "last_sent",
+        "ping_interval_s",
+        "store",
+        "sub",
+        "transport",
+    )
+
     def __init__(
         self,
         store: AsyncStore,
@@ -60,6 +72,7 @@ class Follower:
         self.ping_interval_s = ping_interval_s
         self.sub: Subscription | None = None
         self.last_sent = self.after
+        self.done = False
 
     async def open(self) -> Control:
         """Subscribe, then snapshot the job.  Raises NotFound before anything is sent."""
@@ -114,11 +127,17 @@ class Follower:
         while True:
             if self.sub.overflowed:
                 raise SlowConsumer()
+            # Hot path (runs per event per subscriber): take a ready event without awaiting,
+            # and use asyncio.timeout rather than wait_for, which creates a task per call.
             try:
-                event = await asyncio.wait_for(queue.get(), self.ping_interval_s)
-            except TimeoutError:
-                yield Control("ping", {"type": "ping", "last_seq": self.last_sent})
-                continue
+                event = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(self.ping_interval_s):
+                        event = await queue.get()
+                except TimeoutError:
+                    yield Control("ping", {"type": "ping", "last_seq": self.last_sent})
+                    continue
             if event.seq <= self.last_sent:
                 continue
             if event.seq > self.last_sent + 1:
