@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import socket
@@ -91,6 +92,13 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        # What is built by now lives as long as the process: keep it out of every later
+        # collection, and collect the young generation less often, so full collections
+        # (which walk every open stream's objects) stop stalling the loop for 100-200 ms
+        # every second or two under fan-out (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         server.run()
     return 0
 

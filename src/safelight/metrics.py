@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -34,13 +35,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        self._latency_children: dict[str, Any] = {}
         self.polls = Counter("safelight_polls", "Polling requests answered", registry=self.registry)
 
     def event_appended(self, event: Event) -> None:
         self.events.labels(event.type.value).inc()
 
     def delivered(self, transport: str, event: Event) -> None:
-        self.latency.labels(transport).observe(max(0.0, time.time() - event.ts_ms / 1000))
+        # Per event per subscriber: look the labelled child up once per transport.
+        child = self._latency_children.get(transport)
+        if child is None:
+            child = self._latency_children[transport] = self.latency.labels(transport)
+        child.observe(max(0.0, time.time() - event.ts_ms / 1000))
 
     def render(self, job_counts: dict[str, int]) -> bytes:
         for status in ("queued", "running", "uploading", "completed", "failed", "cancelled"):
