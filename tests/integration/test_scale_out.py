@@ -48,16 +48,27 @@ def database() -> Iterator[str]:
 
 class WorkerProcess:
     def __init__(self, data_dir: Path, database_url: str, name: str, **settings: Any) -> None:
-        self.args = [sys.executable, "-m", "safelight", "worker", "--database-url",
-                     database_url, "--data-dir", str(data_dir), "--name", name]
+        self.args = [
+            sys.executable,
+            "-m",
+            "safelight",
+            "worker",
+            "--database-url",
+            database_url,
+            "--data-dir",
+            str(data_dir),
+            "--name",
+            name,
+        ]
         self.env = LiveServer(data_dir, {**FAST, **settings}).env()
         self.log_path = data_dir.parent / f"worker-{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         return self
 
     def kill(self) -> None:
@@ -132,8 +143,10 @@ def test_cancel_on_one_node_stops_the_worker_promptly(
     c = cluster(step_delay_s=0.05, lease_s=30.0)
     job = create(c["a"].url, steps=150)
     wait_status(c["a"].url, job["id"], {"running"})
-    r = httpx.post(f"{c['b'].url}/api/jobs/{job['id']}/cancel",
-                   headers={"Authorization": f"Bearer {job['manage_token']}"})
+    r = httpx.post(
+        f"{c['b'].url}/api/jobs/{job['id']}/cancel",
+        headers={"Authorization": f"Bearer {job['manage_token']}"},
+    )
     assert r.status_code == 202
     started = time.monotonic()
     final = wait_status(c["a"].url, job["id"], {"cancelled"}, timeout=10)
@@ -172,6 +185,10 @@ def test_an_api_node_dies_and_the_client_resumes_on_the_other(
 
 
 def test_the_worker_command_needs_postgres(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "safelight", "worker", "--data-dir",
-                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "safelight", "worker", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "--database-url" in r.stderr
