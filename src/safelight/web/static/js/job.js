@@ -107,7 +107,7 @@ function scheduleRender() {
 function render() {
   const job = model.job;
   if (!job || fatal) return;
-  main.dataset.status = job.cancel_requested && !TERMINAL.has(job.status) ? 'cancelling' : job.status;
+  main.dataset.status = (job.cancel_requested || cancelling) && !TERMINAL.has(job.status) ? 'cancelling' : job.status;
   renderHead(job);
   renderProgress(job);
   renderStage(job);
@@ -701,7 +701,9 @@ function toast(text) {
 async function onCancel() {
   if (!token || cancelling) return;
   cancelling = true;
-  scheduleRender();
+  // Render now, not on the next batched render: the `cancelled` event can arrive within
+  // the batching window and "Cancelling…" must be seen first.
+  render();
   actionStatus('Asking the server to stop…');
   try {
     const res = await cancelJob(jobId, token);
