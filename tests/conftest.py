@@ -45,7 +45,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LiveServer:
+class ManagedProcess:
+    """A subprocess a test can kill (SIGKILL) or stop (SIGTERM, then SIGKILL)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class LiveServer(ManagedProcess):
     """A ``safelight serve`` subprocess; ``kill()`` and ``start()`` keep port and data."""
 
     def __init__(self, data_dir: Path, settings: dict[str, Any]) -> None:
@@ -97,19 +116,6 @@ class LiveServer:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

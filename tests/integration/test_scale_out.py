@@ -4,7 +4,6 @@ node (LISTEN/NOTIFY); a killed worker's job is reclaimed by the other after its 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import FAST, LiveServer
+from tests.conftest import FAST, LiveServer, ManagedProcess
 from tests.integration.helpers import (
     assert_exactly_once,
     create,
@@ -46,7 +45,7 @@ def database() -> Iterator[str]:
         admin.dispose()
 
 
-class WorkerProcess:
+class WorkerProcess(ManagedProcess):
     def __init__(self, data_dir: Path, database_url: str, name: str, **settings: Any) -> None:
         self.args = [
             sys.executable,
@@ -70,19 +69,6 @@ class WorkerProcess:
                 self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

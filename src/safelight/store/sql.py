@@ -45,6 +45,7 @@ EtaFn = Callable[[int], float | None]
 # PostgreSQL: every appended event is announced on this channel as "job_id:seq" (ids only;
 # the table is the source of truth), delivered at commit, to every API node's listener.
 NOTIFY_CHANNEL = "safelight_events"
+CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}
 ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
 
 
@@ -303,18 +304,7 @@ class SqlStore:
             events: list[Event] = []
             if job.status is JobStatus.QUEUED:
                 index = self._queued_ids(conn).index(job_id)
-                events.append(
-                    self._append(
-                        conn,
-                        job_id,
-                        EventType.CANCELLED,
-                        job.attempt,
-                        {"reason": "user", "step": None},
-                        now,
-                        status=JobStatus.CANCELLED.value,
-                        finished_ms=now,
-                    )
-                )
+                events.append(self._cancelled(conn, job, now, step=None))
                 events += self._shift_queue(conn, now, index, eta)
             elif job.status.active and not job.cancel_requested:
                 events.append(
@@ -361,6 +351,21 @@ class SqlStore:
             events.append(self._requeue(conn, job, attempt, now, eta))
             return self._locked(conn, job_id), events
 
+    def _cancelled(self, conn: Connection, job: JobRecord, now: int, *, step: int | None) -> Event:
+        """End ``job`` as cancelled by its user (from the queue, or reaped mid-attempt)."""
+        check_transition(job.status, JobStatus.CANCELLED)
+        return self._append(
+            conn,
+            job.id,
+            EventType.CANCELLED,
+            job.attempt,
+            {"reason": "user", "step": step},
+            now,
+            status=JobStatus.CANCELLED.value,
+            finished_ms=now,
+            **CLEAR_LEASE,
+        )
+
     def _requeue(
         self, conn: Connection, job: JobRecord, attempt: int, now: int, eta: EtaFn
     ) -> Event:
@@ -379,13 +384,11 @@ class SqlStore:
             progress=None,
             images=[],
             cancel_requested=False,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_ms=None,
             enqueued_ms=now,
             finished_ms=None,
             started_ms=None,
             last_progress_ms=None,
+            **CLEAR_LEASE,
         )
 
     # -- worker-side changes (fenced) -------------------------------------------------
@@ -473,9 +476,7 @@ class SqlStore:
                 check_transition(job.status, status)
                 updates["status"] = status.value
                 if status.terminal:
-                    updates.update(
-                        finished_ms=now, lease_owner=None, lease_token=None, lease_expires_ms=None
-                    )
+                    updates.update(finished_ms=now, **CLEAR_LEASE)
             if type_ in (EventType.PROGRESS, EventType.PREVIEW):
                 updates.setdefault("last_progress_ms", now)
             ev = self._append(conn, job_id, type_, job.attempt, data, now, fence=token, **updates)
@@ -496,26 +497,9 @@ class SqlStore:
                 expired = job.lease_expires_ms is None or job.lease_expires_ms < now
                 if not job.status.active or not (everything or expired):
                     continue  # another reaper (or the worker) got there first
-                step = (job.progress or {}).get("step")
-                clear: dict[str, Any] = {
-                    "lease_owner": None,
-                    "lease_token": None,
-                    "lease_expires_ms": None,
-                }
                 if job.cancel_requested:
-                    events.append(
-                        self._append(
-                            conn,
-                            job_id,
-                            EventType.CANCELLED,
-                            job.attempt,
-                            {"reason": "user", "step": step},
-                            now,
-                            status=JobStatus.CANCELLED.value,
-                            finished_ms=now,
-                            **clear,
-                        )
-                    )
+                    step = (job.progress or {}).get("step")
+                    events.append(self._cancelled(conn, job, now, step=step))
                 elif job.attempt < job.max_attempts:
                     attempt = job.attempt + 1
                     events.append(
@@ -546,7 +530,7 @@ class SqlStore:
                             status=JobStatus.FAILED.value,
                             error=error,
                             finished_ms=now,
-                            **clear,
+                            **CLEAR_LEASE,
                         )
                     )
         return events
