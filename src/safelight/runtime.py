@@ -12,6 +12,7 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from safelight.blobs import BlobStore
 from safelight.config import Settings
@@ -23,7 +24,9 @@ from safelight.providers.base import Provider
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
 from safelight.streaming.broadcaster import Broadcaster
-from safelight.streaming.pg_listener import PgListener
+
+if TYPE_CHECKING:
+    from safelight.streaming.pg_listener import PgListener
 
 log = logging.getLogger("safelight")
 
@@ -55,6 +58,9 @@ class Runtime:
         service = JobService(settings, store, broadcaster, providers, metrics)
         listener = None
         if settings.database_url is not None:
+            # Only scale-out needs psycopg (the postgres extra); embedded never imports it.
+            from safelight.streaming.pg_listener import PgListener
+
             listener = PgListener(settings.database_url, store, broadcaster, service.deliver)
         return cls(settings, store, blobs, broadcaster, service, metrics, listener)
 
