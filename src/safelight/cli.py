@@ -13,9 +13,12 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safelight import __version__
+
+if TYPE_CHECKING:
+    from safelight.config import Settings
 
 
 @contextlib.contextmanager
@@ -36,11 +39,26 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _load_settings(overrides: dict[str, Any]) -> Settings | None:
+    """Settings for a server command, or None after printing one line saying what is wrong
+    (bad value, or a chosen mode whose optional package is missing)."""
+    from safelight import extras
+    from safelight.config import Settings
+    from safelight.errors import MissingExtra
+
+    try:
+        settings = Settings.load(overrides)
+        extras.check(settings)
+    except (ValueError, TypeError, MissingExtra) as exc:
+        print(f"safelight: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from safelight.api.app import create_app
-    from safelight.config import Settings
 
     overrides: dict[str, Any] = {
         "host": args.host,
@@ -61,10 +79,8 @@ def serve(args: argparse.Namespace) -> int:
         overrides["diffusers_device"] = args.diffusers_device
     if args.diffusers_allow_download:
         overrides["diffusers_allow_download"] = True
-    try:
-        settings = Settings.load(overrides)
-    except (ValueError, TypeError) as exc:
-        print(f"safelight: {exc}", file=sys.stderr)
+    settings = _load_settings(overrides)
+    if settings is None:
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -108,7 +124,6 @@ def worker(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from safelight.config import Settings
     from safelight.runtime import Runtime
 
     overrides: dict[str, Any] = {
@@ -123,10 +138,8 @@ def worker(args: argparse.Namespace) -> int:
         overrides["providers"] = args.providers
     if args.diffusers_model:
         overrides["diffusers_model"] = args.diffusers_model
-    try:
-        settings = Settings.load(overrides)
-    except (ValueError, TypeError) as exc:
-        print(f"safelight: {exc}", file=sys.stderr)
+    settings = _load_settings(overrides)
+    if settings is None:
         return 2
     if settings.database_url is None:
         print(

@@ -21,7 +21,8 @@ bodies back to the same classes (see ``safelight.client``).
     │   ├── StorageFailure             type ``storage``
     │   └── InternalFailure            type ``internal``
     ├── Cancelled                      raised from a provider's step callback on cancel
-    └── LeaseLost                      a fenced worker write matched nothing: stop at once
+    ├── LeaseLost                      a fenced worker write matched nothing: stop at once
+    └── MissingExtra                   a chosen mode needs an optional package (CLI: exit 2)
 
 ``code`` values are stable strings that clients may switch on.
 """
@@ -181,3 +182,16 @@ class LeaseLost(SafelightError):
 
     code = "lease_lost"
     title = "The worker no longer holds this job's lease"
+
+
+class MissingExtra(SafelightError):
+    """A chosen mode or provider needs an optional package that is not installed.
+
+    Raised before anything starts, so the command prints one line and exits 2."""
+
+    code = "missing_extra"
+    title = "An optional package is missing"
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the {extra} extra: pip install 'safelight[{extra}]'")
+        self.extra_name = extra

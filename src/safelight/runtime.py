@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from safelight import extras
 from safelight.blobs import BlobStore
 from safelight.config import Settings
 from safelight.jobs.service import JobService
@@ -45,6 +46,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        extras.check(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         blobs = BlobStore(settings.blob_dir, settings.min_free_bytes)
         blobs.ensure_ready()

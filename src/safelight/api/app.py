@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from safelight import __version__
+from safelight.api import docs, pages, problems, streams
 from safelight.api import jobs as job_routes
-from safelight.api import pages, problems, streams
 from safelight.api.context import AppContext
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
@@ -43,12 +43,17 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Watch long-running image generations develop live. See docs/API.md.",
         lifespan=lifespan,
+        # Our own offline page (api/docs.py) instead of FastAPI's CDN one; no ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     app.include_router(job_routes.router)
     app.include_router(streams.router)
     app.router.routes.extend(streams.websocket_routes)
     app.include_router(pages.router)
+    app.include_router(docs.router)
+    app.mount(docs.ASSETS_PREFIX, docs.assets_app(), name="docs-assets")
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(SecurityHeaders)
     return app
