@@ -92,6 +92,10 @@ def prepare(conn: Connection, policy: SchemaPolicy) -> str | None:
 def upgrade(conn: Connection, *, stamp: str | None) -> None:
     """Apply every revision after ``stamp`` (recording ``stamp`` first for a database
     from the release before migrations)."""
+    upgrade_to(conn, "head", stamp=stamp)
+
+
+def upgrade_to(conn: Connection, target: str, *, stamp: str | None = None) -> None:
     from alembic import command  # only when there is schema work to do
     from alembic.config import Config
 
@@ -100,7 +104,7 @@ def upgrade(conn: Connection, *, stamp: str | None) -> None:
     config.attributes["connection"] = conn
     if stamp is not None and not _stamped(conn):
         command.stamp(config, stamp)
-    command.upgrade(config, "head")
+    command.upgrade(config, target)
 
 
 def _stamped(conn: Connection) -> bool:
