@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from safelight.store import migrate
 from safelight.store.schema import HEAD, REVISIONS, metadata
 from safelight.store.sql import SqlStore
 from safelight.types import EventType, JobStatus
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+from tests.pgdb import PG, temp_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -27,16 +25,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'safelight.db'}"
         return
-    name = f"safelight_mig_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
+    with temp_database("safelight_mig") as name:
         yield f"{PG}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -3,14 +3,12 @@ cancel, graceful hand-back, retried writes, and connection errors at the store b
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, text
 
 from safelight.errors import DatabaseUnavailable, LeaseLost
 from safelight.store.sql import SqlStore
 from safelight.types import EventType, JobStatus
+from tests.pgdb import temp_database
 from tests.pgproxy import PgProxy, pg_proxy
 from tests.unit.test_store_contract import assert_gapless, claim, create, store
 
@@ -92,25 +90,17 @@ def test_a_retried_status_write_is_idempotent(store: SqlStore) -> None:
 
 @pytest.mark.postgres
 def test_connection_errors_become_database_unavailable_and_recover(pg_proxy: PgProxy) -> None:
-    admin = create_engine(
-        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
-    )
-    name = f"safelight_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    s = SqlStore(pg_proxy.url(name))
-    try:
-        job_id = create(s)
-        pg_proxy.cut()
-        with pytest.raises(DatabaseUnavailable):
-            s.get_job(job_id)
-        with pytest.raises(DatabaseUnavailable):
-            s.claim("w1", 1000)
-        pg_proxy.restore()
-        job = s.get_job(job_id)  # the pool replaced its dead connections
-        assert job is not None and job.status is JobStatus.QUEUED
-    finally:
-        s.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temp_database() as name:
+        s = SqlStore(pg_proxy.url(name))
+        try:
+            job_id = create(s)
+            pg_proxy.cut()
+            with pytest.raises(DatabaseUnavailable):
+                s.get_job(job_id)
+            with pytest.raises(DatabaseUnavailable):
+                s.claim("w1", 1000)
+            pg_proxy.restore()
+            job = s.get_job(job_id)  # the pool replaced its dead connections
+            assert job is not None and job.status is JobStatus.QUEUED
+        finally:
+            s.close()
