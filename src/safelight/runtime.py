@@ -68,7 +68,7 @@ class Runtime:
         blobs.ensure_ready()
         url = settings.database_url or f"sqlite:///{settings.sqlite_path}"
         # Embedded owns its database and upgrades it; scale-out nodes only create the
-        # schema in an empty database (store/migrate.py; docs/deploy.md).
+        # schema in an empty database (store/migrate.py; docs/operations.md).
         policy = SchemaPolicy.INIT if settings.database_url else SchemaPolicy.UPGRADE
         store = AsyncStore(SqlStore(url, policy))
         providers: dict[str, Provider] = {

@@ -7,7 +7,7 @@ transaction that first takes the migration lock - a PostgreSQL advisory lock, or
 ``BEGIN IMMEDIATE`` - so two nodes started at once on an empty database cannot race: the
 second waits, then finds the schema current.
 
-Policies (docs/deploy.md, "Schema migrations"):
+Policies (docs/operations.md, "Schema migrations"):
 - ``UPGRADE``: apply whatever is missing (embedded mode; ``safelight db upgrade``).
 - ``INIT``: create the schema in an EMPTY database, refuse an older one (scale-out nodes:
   upgrading a shared database under running older nodes is the operator's deliberate step).
