@@ -39,7 +39,9 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _load_settings(overrides: dict[str, Any]) -> Settings | None:
+def _load_settings(
+    overrides: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> Settings | None:
     """Settings for a server command, or None after printing one line saying what is wrong
     (bad value, or a chosen mode whose optional package is missing)."""
     from safelight import extras
@@ -47,7 +49,7 @@ def _load_settings(overrides: dict[str, Any]) -> Settings | None:
     from safelight.errors import MissingExtra
 
     try:
-        settings = Settings.load(overrides)
+        settings = Settings.load(overrides, defaults=defaults)
         extras.check(settings)
     except (ValueError, TypeError, MissingExtra) as exc:
         print(f"safelight: {exc}", file=sys.stderr)
@@ -85,8 +87,9 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         ws="wsproto",  # sans-io; lower memory per connection
@@ -99,9 +102,12 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _draining_server(config, app)
     lock = data_dir_lock(settings.data_dir) if settings.database_url is None else None
     with lock or contextlib.nullcontext():
+        code = check_schema(settings)
+        if code:
+            return code
         print(
             f"Safelight {__version__} on http://{settings.host}:{settings.port}  "
             f"(data: {settings.data_dir})",
@@ -116,7 +122,48 @@ def serve(args: argparse.Namespace) -> int:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         server.run()
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None and runtime.crashed:
+        print("safelight: a background task died; see the log above", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_schema(settings: Any) -> int:
+    """Before anything listens: the database's schema must be this release's (embedded:
+    upgraded here; scale-out: created if empty, else refused when older or newer).
+    Returns an exit status (0: go on), after printing one clear line."""
+    from safelight.errors import SafelightError
+    from safelight.store.migrate import SchemaPolicy
+    from safelight.store.sql import SqlStore
+
+    url = settings.database_url or f"sqlite:///{settings.sqlite_path}"
+    policy = SchemaPolicy.INIT if settings.database_url else SchemaPolicy.UPGRADE
+    try:
+        SqlStore(url, policy).close()
+    except SafelightError as exc:
+        print(f"safelight: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _draining_server(config: Any, app: Any) -> Any:
+    """A uvicorn server that, on SIGTERM/SIGINT, starts the hand-over at once (slots stop
+    claiming and hand their jobs back; /readyz turns red) while uvicorn drains connections
+    (WebSockets get close 1012, SSE streams end)."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            ctx = getattr(app.state, "ctx", None)
+            runtime = getattr(app.state, "runtime", None)
+            if ctx is not None:
+                ctx.shutting_down = True
+            if runtime is not None:
+                runtime.begin_drain()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -124,6 +171,7 @@ def worker(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from safelight.errors import SafelightError
     from safelight.runtime import Runtime
 
     overrides: dict[str, Any] = {
@@ -132,13 +180,14 @@ def worker(args: argparse.Namespace) -> int:
         "database_url": args.database_url,
         "provider": args.provider,
         "log_level": args.log_level,
-        "node_name": args.name or socket.gethostname(),
+        "node_name": args.name,
     }
     if args.providers:
         overrides["providers"] = args.providers
     if args.diffusers_model:
         overrides["diffusers_model"] = args.diffusers_model
-    settings = _load_settings(overrides)
+    # The host name is this command's default: SAFELIGHT_NODE_NAME and --name win.
+    settings = _load_settings(overrides, defaults={"node_name": socket.gethostname()})
     if settings is None:
         return 2
     if settings.database_url is None:
@@ -152,12 +201,22 @@ def worker(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    async def run() -> None:
-        runtime = Runtime.build(settings)
+    async def run() -> int:
+        try:
+            runtime = Runtime.build(settings)
+        except SafelightError as exc:  # schema too old/new, database unreachable
+            print(f"safelight worker: {exc}", file=sys.stderr)
+            return 2
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            runtime.begin_drain()  # stop claiming now; stop() hands the job back
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+        runtime.on_crash = stop.set
         await runtime.start()
         print(
             f"Safelight worker {settings.node_name}: {settings.concurrency} slot(s)",
@@ -168,8 +227,49 @@ def worker(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await runtime.stop()
+        if runtime.crashed:
+            print("safelight worker: a background task died; exiting", file=sys.stderr)
+            return 1
+        return 0
 
-    asyncio.run(run())
+    return asyncio.run(run())
+
+
+def db(args: argparse.Namespace) -> int:
+    """``safelight db upgrade|current``: schema migrations (store/migrate.py)."""
+    from safelight.errors import SafelightError
+    from safelight.store import migrate
+    from safelight.store.sql import SqlStore
+
+    overrides = {"database_url": args.database_url, "data_dir": args.data_dir}
+    settings = _load_settings(overrides)
+    if settings is None:
+        return 2
+    url = settings.database_url or f"sqlite:///{settings.sqlite_path}"
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.db_command == "current":
+            from sqlalchemy import create_engine
+
+            engine = create_engine(url)
+            try:
+                with engine.connect() as conn:
+                    info = migrate.describe(conn)
+            finally:
+                engine.dispose()
+            print(f"database: {info['database'] or 'empty'}  this release: {info['head']}")
+            return 0
+        store = SqlStore(url, migrate.SchemaPolicy.UPGRADE)
+        found = store.schema_found
+        store.close()
+    except SafelightError as exc:
+        print(f"safelight: {exc}", file=sys.stderr)
+        return 2
+    if found == migrate.HEAD:
+        print(f"safelight: the database is already at {migrate.HEAD}")
+    else:
+        print(f"safelight: upgraded the database from {found or 'empty'} to {migrate.HEAD}")
     return 0
 
 
@@ -247,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--diffusers-model", default=None, help="model for the diffusers provider")
     w.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     w.set_defaults(func=worker, name=None)
+
+    d = sub.add_parser(
+        "db",
+        help="database schema: upgrade it, or show its revision",
+        description="Schema migrations (one history for SQLite and PostgreSQL). Scale-out "
+        "nodes refuse an older database: stop them, run `safelight db upgrade`, then start "
+        "the new release.",
+    )
+    d.add_argument("db_command", choices=["upgrade", "current"])
+    d.add_argument("--database-url", default=None, help="default: SQLite in the data dir")
+    d.add_argument("--data-dir", type=Path, default=None, help="embedded data directory")
+    d.set_defaults(func=db)
     try:
         from safelight.client.cli import register
     except ImportError:  # pragma: no cover - client not installed in this build

@@ -78,6 +78,17 @@ class Settings:
     send_timeout_s: float = 10.0
     max_streams_per_client: int = 64
 
+    # Reliability (scale-out operations): every background loop backs off on store errors
+    # between these bounds; a worker retries its heartbeat and fenced writes through a
+    # database blip for as long as its lease can still be valid.
+    store_retry_initial_s: float = 0.05
+    store_retry_max_s: float = 2.0
+    # On SIGTERM a worker stops at the provider's next step and hands its job back; past
+    # this it hands it back anyway (a provider stuck in one step) and exits.
+    shutdown_grace_s: float = 10.0
+    # The LISTEN connection is probed this often, so a silently dead one is replaced.
+    listener_probe_s: float = 5.0
+
     # Requests
     create_rate_per_min: int = 120
     idempotency_ttl_s: float = 24 * 3600.0
@@ -96,12 +107,17 @@ class Settings:
 
     @classmethod
     def load(
-        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> Settings:
-        """Defaults, then ``SAFELIGHT_<NAME>`` variables, then non-None ``overrides``."""
+        """Defaults (the class's, then a command's own ``defaults``, such as the host name
+        for a worker's ``node_name``), then ``SAFELIGHT_<NAME>`` variables, then non-None
+        ``overrides`` (flags)."""
         env = os.environ if environ is None else environ
         hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in dataclasses.fields(cls):
             raw = env.get(f"SAFELIGHT_{f.name.upper()}")
             if raw is not None:

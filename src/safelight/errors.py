@@ -13,7 +13,10 @@ bodies back to the same classes (see ``safelight.client``).
     │   ├── IdempotencyInFlight        the same Idempotency-Key is still being processed
     │   └── MaxAttemptsReached         retry refused: ``attempt == max_attempts``
     ├── Unavailable               503  cannot accept work now (queue full, shutting down)
-    │   └── StorageUnavailable         disk full / data directory unwritable
+    │   ├── StorageUnavailable         disk full / data directory unwritable
+    │   └── DatabaseUnavailable        the database refused or dropped the connection
+    │                                  (transient: callers retry with backoff)
+    ├── SchemaMismatch                 the database's schema revision is not this release's
     ├── RateLimited               429  too many requests from this client
     ├── JobFailure                     raised inside a worker; becomes the job's ``error``
     │   ├── ProviderFailure            type ``provider``
@@ -100,6 +103,22 @@ class Unavailable(SafelightError):
 class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
     title = "Storage is full or not writable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """A connection-level database failure (refused, reset, server restarting).  The
+    store raises it for every such driver error, so loops can back off and retry."""
+
+    code = "database_unavailable"
+    title = "The database cannot be reached right now"
+
+
+class SchemaMismatch(SafelightError):
+    """The database was made by an older or newer Safelight; the node refuses to start."""
+
+    status = 503
+    code = "schema_mismatch"
+    title = "The database schema does not match this release"
 
 
 class RateLimited(SafelightError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -15,6 +17,12 @@ from safelight.api.context import AppContext
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
 from safelight.runtime import Runtime
+
+
+def _stop_process() -> None:
+    """A background loop died: shut the server down gracefully (uvicorn's SIGTERM path);
+    ``safelight serve`` then exits nonzero because ``runtime.crashed`` is set."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -30,7 +38,10 @@ def create_app(settings: Settings) -> FastAPI:
             metrics=runtime.metrics,
             limiter=RateLimiter(settings.create_rate_per_min),
         )
+        ctx.runtime = runtime
         app.state.ctx = ctx
+        app.state.runtime = runtime  # cli: begin_drain() on SIGTERM, exit status on crash
+        runtime.on_crash = _stop_process
         await runtime.start()
         try:
             yield

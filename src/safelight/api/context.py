@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -15,6 +16,9 @@ from safelight.jobs.service import JobService
 from safelight.metrics import Metrics
 from safelight.store.runner import AsyncStore
 from safelight.streaming.broadcaster import Broadcaster
+
+if TYPE_CHECKING:
+    from safelight.runtime import Runtime
 
 
 @dataclass
@@ -28,6 +32,7 @@ class AppContext:
     limiter: RateLimiter
     streams_per_client: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
+    runtime: Runtime | None = None  # its problems() make /readyz red
 
     def client_key(self, conn: HTTPConnection) -> str:
         return conn.client.host if conn.client else "unknown"

@@ -290,6 +290,14 @@ async def readyz(request: Request) -> Response:
         return JSONResponse(
             {"status": "shutting_down"}, status_code=503, headers={"Retry-After": "5"}
         )
+    problems = ctx.runtime.problems() if ctx.runtime is not None else []
+    if problems:
+        # Cannot claim or deliver (listener down, slots failing, a loop dead).
+        return JSONResponse(
+            {"status": "unavailable", "problems": problems},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
     return JSONResponse({"status": "ready"})
 
 

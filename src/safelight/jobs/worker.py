@@ -5,6 +5,16 @@ One ``Worker`` is one slot.  The provider runs in a thread; this coroutine is it
 supervisor: it turns step callbacks into throttled ``progress`` events and at most about
 one ``preview`` per second (encoded off the event loop), renews the lease (which also
 carries ``cancel_requested`` back), and enforces the whole-job and stall deadlines.
+
+Database blips: the claim loop backs off on any store error and never dies.  Inside an
+attempt, the heartbeat and every fenced write are retried through ``DatabaseUnavailable``
+for as long as the lease can still be valid (judged conservatively from the start of the
+last successful renewal); only then is the attempt given up, writing nothing (the reaper
+requeues it).  Fencing keeps a retried write safe: if the lease was taken meanwhile, the
+write raises ``LeaseLost``.
+
+Shutdown (``service.stopping``): the slot stops claiming, the provider stops at its next
+step, and the job is handed back (``SqlStore.release``: queued again, same attempt).
 """
 
 from __future__ import annotations
@@ -15,9 +25,10 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from PIL import Image
 
@@ -31,16 +42,20 @@ from safelight.errors import (
     ProviderFailure,
     SafelightError,
     StorageFailure,
+    StorageUnavailable,
     Unavailable,
 )
 from safelight.jobs.service import JobService
 from safelight.models import JobRecord
 from safelight.providers.base import GenerationRequest, PreviewFn
 from safelight.providers.faults import SimulatedCrash
+from safelight.retry import Backoff
 from safelight.store.sql import SqlStore
 from safelight.types import EventType, JobStatus
 
 log = logging.getLogger("safelight.worker")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,33 +86,76 @@ class Worker:
         self.blobs = blobs
         self.name = name
         self.threads = threads
+        # False while claims fail (the store is unreachable): /readyz reports it.
+        self.can_claim = True
+        # Monotonic time by which the current lease has surely not expired yet (the DB
+        # set expiry = its now + lease, and its now is after our request started).
+        self._lease_until = 0.0
+        self._try_started = 0.0
 
     async def run(self) -> None:
-        """Claim and execute jobs until cancelled."""
-        lease_ms = int(self.settings.lease_s * 1000)
-        while True:
+        """Claim and execute jobs until the service is stopping.  Survives any error."""
+        st = self.settings
+        lease_ms = int(st.lease_s * 1000)
+        stopping = self.service.stopping
+        backoff = Backoff(st.store_retry_initial_s, st.store_retry_max_s)
+        while not stopping.is_set():
             self.service.work_available.clear()
+            started = time.monotonic()
             try:
                 claimed = await self.store.write(
                     SqlStore.claim, self.name, lease_ms, eta=self.service.eta
                 )
-            except Unavailable:
-                log.warning("store unavailable; worker %s backing off", self.name)
-                claimed = None
+            except Exception as exc:
+                self.can_claim = False
+                delay = backoff.next()
+                log.warning(
+                    "worker %s: cannot claim (%s); retrying in %.2f s", self.name, exc, delay
+                )
+                await self._idle(delay)
+                continue
+            self.can_claim = True
+            backoff.reset()
             if claimed is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.service.work_available.wait(), self.settings.worker_idle_poll_s
-                    )
+                await self._idle(st.worker_idle_poll_s)
                 continue
             job, events = claimed
+            self._lease_until = started + st.lease_s
             self.service.publish(events)
             try:
                 await self.execute(job)
-            except LeaseLost:
-                log.info("worker %s lost the lease of job %s; stopped", self.name, job.id)
+            except LeaseLost as exc:
+                log.warning("worker %s gave up job %s: %s", self.name, job.id, exc)
             except Exception:
                 log.exception("worker %s: unexpected error on job %s", self.name, job.id)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait for work (or shutdown: the runtime sets ``work_available`` then too)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.service.work_available.wait(), seconds)
+
+    async def _write(
+        self, method: Callable[Concatenate[SqlStore, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A fenced write, retried through database blips while the lease may be valid."""
+        st = self.settings
+        backoff = Backoff(st.store_retry_initial_s, st.store_retry_max_s)
+        margin = min(1.0, st.lease_s / 10)
+        while True:
+            self._try_started = time.monotonic()
+            try:
+                return await self.store.write(method, *args, **kwargs)
+            except StorageUnavailable:
+                raise
+            except Unavailable as exc:
+                delay = backoff.next()
+                if time.monotonic() + delay > self._lease_until - margin:
+                    raise LeaseLost(
+                        f"the database stayed unreachable until the lease could have "
+                        f"expired ({exc})"
+                    ) from exc
+                log.warning("worker %s: write failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(delay)
 
     # -- one attempt ------------------------------------------------------------------
 
@@ -173,6 +231,8 @@ class Worker:
         lease_ms = int(st.lease_s * 1000)
         last_beat = time.monotonic()
         last_progress_write = 0.0
+        stopping = self.service.stopping
+        stop_seen = 0.0
         written_step = 0
         step_times: list[float] = []
         while True:
@@ -214,10 +274,20 @@ class Worker:
             if done:
                 break
             if now - last_beat >= st.lease_s / 3:
-                if await self.store.write(SqlStore.heartbeat, job.id, token, lease_ms):
+                if await self._write(SqlStore.heartbeat, job.id, token, lease_ms):
                     state.cancel_reason = "user"
                     state.cancel.set()
+                self._lease_until = self._try_started + st.lease_s
                 last_beat = now
+            if stopping.is_set():
+                stop_seen = stop_seen or now
+                if now - stop_seen > st.shutdown_grace_s:
+                    # The provider is stuck inside one step: hand back anyway (its
+                    # thread is abandoned; anything it could still write is fenced).
+                    state.cancel_reason = "shutdown"
+                    state.cancel.set()
+                    await self._hand_back(job, token)
+                    return None
             if state.cancel.is_set() and state.cancel_reason == "user":
                 # Cooperative: the provider stops at its next step (see _on_step_for).
                 pass
@@ -244,6 +314,9 @@ class Worker:
         try:
             return future.result()
         except Cancelled:
+            if stopping.is_set() and not state.cancel.is_set():
+                await self._hand_back(job, token)
+                return None
             await self._event(
                 job,
                 token,
@@ -282,11 +355,19 @@ class Worker:
         status: JobStatus | None = None,
         **updates: Any,
     ) -> JobRecord:
-        record, event = await self.store.write(
+        record, event = await self._write(
             SqlStore.worker_event, job.id, token, type_, data, status=status, **updates
         )
         self.service.publish([event])
         return record
+
+    async def _hand_back(self, job: JobRecord, token: str) -> None:
+        """Shutdown: return the job to the queue at the same attempt (not counted)."""
+        _, events = await self._write(
+            SqlStore.release, job.id, token, self.name, eta=self.service.eta
+        )
+        self.service.publish(events)
+        log.info("worker %s handed job %s back (shutting down)", self.name, job.id)
 
     async def _fail(self, job: JobRecord, token: str, exc: JobFailure) -> None:
         error = exc.to_error()

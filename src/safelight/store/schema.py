@@ -1,7 +1,11 @@
 """The schema, written once for SQLite and PostgreSQL (SQLAlchemy Core).
 
-Times are integer epoch milliseconds.  Schema changes bump ``SCHEMA_VERSION`` and add a
-step to ``MIGRATIONS`` in ``safelight.store.sql``.
+Times are integer epoch milliseconds.
+
+Changing the schema (ARCHITECTURE.md "Schema migrations"): change the tables here, add a
+revision file under ``migrations/versions/`` (``NNNN_what.py``, ``down_revision`` = the
+previous head) and append its id to ``REVISIONS``.  tests/unit/test_migrations.py checks
+that the history, ``REVISIONS`` and these tables agree on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+# Every Alembic revision id, oldest first; the last one is what this release runs on.
+REVISIONS: tuple[str, ...] = ("0001",)
+HEAD = REVISIONS[-1]
 
 metadata = MetaData()
 

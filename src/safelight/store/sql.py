@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from safelight.errors import (
+    DatabaseUnavailable,
     IdempotencyInFlight,
     LeaseLost,
     NotFound,
@@ -31,14 +33,8 @@ from safelight.errors import (
     ValidationFailed,
 )
 from safelight.models import Event, JobRecord, dumps
-from safelight.store.schema import (
-    SCHEMA_VERSION,
-    idempotency_keys,
-    job_events,
-    jobs,
-    meta,
-    metadata,
-)
+from safelight.store.migrate import SchemaPolicy, prepare
+from safelight.store.schema import idempotency_keys, job_events, jobs
 from safelight.types import EventType, JobStatus, check_transition
 
 EtaFn = Callable[[int], float | None]
@@ -56,16 +52,26 @@ def _no_eta(position: int) -> float | None:
 class SqlStore:
     """One schema on SQLite (embedded) or PostgreSQL (scale-out)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, schema: SchemaPolicy = SchemaPolicy.UPGRADE) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
         else:  # pragma: no cover - scale-out engine, see ARCHITECTURE.md
-            self._writer = create_engine(url, pool_pre_ping=True)
+            # pre_ping: a pooled connection that died with a database restart is replaced
+            # on checkout instead of failing the next statement.  connect_timeout bounds a
+            # connect to an unreachable server (the caller then backs off and retries).
+            self._writer = create_engine(
+                url, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+            )
             self._reader = self._writer
-        self._migrate()
+        try:
+            with self._tx() as conn:
+                self.schema_found = prepare(conn, schema)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def for_sqlite_file(cls, path: Path) -> SqlStore:
@@ -77,17 +83,6 @@ class SqlStore:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        with self._tx() as conn:
-            metadata.create_all(conn)
-            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
-            if row is None:
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StorageUnavailable(
-                    f"the database was written by a newer Safelight (schema {row[0]})"
-                )
-
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         try:
@@ -95,6 +90,8 @@ class SqlStore:
                 yield conn
         except DBAPIError as exc:
             raise _translate(exc) from exc
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("no database connection became free in time") from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -103,6 +100,8 @@ class SqlStore:
                 yield conn
         except DBAPIError as exc:
             raise _translate(exc) from exc
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("no database connection became free in time") from exc
 
     def _now(self, conn: Connection) -> int:
         if self.is_sqlite:
@@ -367,7 +366,13 @@ class SqlStore:
         )
 
     def _requeue(
-        self, conn: Connection, job: JobRecord, attempt: int, now: int, eta: EtaFn
+        self,
+        conn: Connection,
+        job: JobRecord,
+        attempt: int,
+        now: int,
+        eta: EtaFn,
+        **why: Any,
     ) -> Event:
         check_transition(job.status, JobStatus.QUEUED)
         position = len(self._queued_ids(conn)) + 1
@@ -376,7 +381,7 @@ class SqlStore:
             job.id,
             EventType.QUEUED,
             attempt,
-            {"position": position, "eta_s": eta(position)},
+            {"position": position, "eta_s": eta(position), **why},
             now,
             status=JobStatus.QUEUED.value,
             attempt=attempt,
@@ -466,12 +471,25 @@ class SqlStore:
         status: JobStatus | None = None,
         **updates: Any,
     ) -> tuple[JobRecord, Event]:
-        """A fenced event from the worker holding ``token``; ``status`` moves the job."""
+        """A fenced event from the worker holding ``token``; ``status`` moves the job.
+
+        The end of an attempt and a cancel meet here, under the row lock: when a cancel
+        was accepted (202) before this transaction, a terminal write becomes ``cancelled``
+        whatever the worker was about to write - so a 202 always ends ``cancelled``, and a
+        cancel that arrives after this commit finds the job terminal (409)."""
         with self._tx() as conn:
             job = self._locked(conn, job_id)
             if job.lease_token != token or not job.status.active:
                 raise LeaseLost(f"job {job_id}: lease token no longer valid")
             now = self._now(conn)
+            if status is not None and status.terminal and job.cancel_requested:
+                type_, status = EventType.CANCELLED, JobStatus.CANCELLED
+                data = {"reason": "user", "step": (job.progress or {}).get("step")}
+                updates = {}
+            if status is job.status:
+                # A retried write whose first try committed (the connection dropped
+                # before the answer): the job is already there.
+                status = None
             if status is not None:
                 check_transition(job.status, status)
                 updates["status"] = status.value
@@ -481,6 +499,26 @@ class SqlStore:
                 updates.setdefault("last_progress_ms", now)
             ev = self._append(conn, job_id, type_, job.attempt, data, now, fence=token, **updates)
             return self._locked(conn, job_id), ev
+
+    def release(
+        self, job_id: str, token: str, worker: str, eta: EtaFn = _no_eta
+    ) -> tuple[JobRecord, list[Event]]:
+        """Graceful hand-back by a worker that is shutting down: the job goes straight
+        back to the queue at the SAME attempt (the attempt is not counted), logged as a
+        ``queued`` event with ``reason: handed_back``.  A pending cancel ends it instead."""
+        with self._tx() as conn:
+            job = self._locked(conn, job_id)
+            if job.lease_token != token or not job.status.active:
+                raise LeaseLost(f"job {job_id}: lease token no longer valid")
+            now = self._now(conn)
+            step = (job.progress or {}).get("step")
+            if job.cancel_requested:
+                event = self._cancelled(conn, job, now, step=step)
+                return self._locked(conn, job_id), [event]
+            event = self._requeue(
+                conn, job, job.attempt, now, eta, reason="handed_back", worker=worker, step=step
+            )
+            return self._locked(conn, job_id), [event]
 
     def reap(self, *, everything: bool = False, eta: EtaFn = _no_eta) -> list[Event]:
         """Jobs whose lease expired (or, at embedded start-up, every active job: the only
@@ -657,6 +695,11 @@ def _translate(exc: DBAPIError) -> Exception:
         return StorageUnavailable(f"storage error: {exc.orig}", retry_after=30)
     if "locked" in message or "busy" in message:
         return Unavailable("the database is busy; try again", retry_after=1)
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        # Refused, reset, "terminating connection", server restarting: transient.  Every
+        # background loop backs off on it; requests answer 503 with Retry-After.
+        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        return DatabaseUnavailable(f"the database is unreachable: {first_line}", retry_after=2)
     return exc
 
 

@@ -6,6 +6,11 @@ and hands it to the node's ``deliver`` callback (broadcaster, worker wake-ups, c
 signals).  After a reconnect it re-announces the newest event of every job this node's
 clients follow: followers backfill any gap from the store, so nothing is lost while the
 listener was down.
+
+The loop never ends on its own: any failure (connection refused or dropped, a store read
+failing during a database restart) closes the connection and reconnects with backoff.
+While it is down, ``connected`` is clear and the node reports not ready.  A connection that
+dies without a FIN (a cut network) is noticed by a probe every ``probe_s``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from safelight.models import Event
+from safelight.retry import Backoff
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import NOTIFY_CHANNEL, SqlStore
 from safelight.streaming.broadcaster import Broadcaster
@@ -38,36 +44,55 @@ class PgListener:
         store: AsyncStore,
         broadcaster: Broadcaster,
         deliver: Callable[[list[Event]], None],
-        reconnect_s: float = 1.0,
+        retry: Backoff | None = None,
+        probe_s: float = 5.0,
+        on_reconnect: Callable[[], object] | None = None,
     ) -> None:
         self.dsn = libpq_dsn(database_url)
         self.store = store
         self.broadcaster = broadcaster
         self.deliver = deliver
-        self.reconnect_s = reconnect_s
+        self.retry = retry or Backoff(0.1, 2.0)
+        self.probe_s = probe_s
+        self.on_reconnect = on_reconnect
         self.connected = asyncio.Event()
+        self.connections = 0  # successful LISTENs so far (1 + reconnects)
 
     async def run(self) -> None:
         while True:
             try:
                 await self._listen()
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # any failure: reconnect (CancelledError passes)
                 log.warning("LISTEN connection lost (%s); reconnecting", exc)
             self.connected.clear()
-            await asyncio.sleep(self.reconnect_s)
+            await asyncio.sleep(self.retry.next())
 
     async def _listen(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+        connect = psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, connect_timeout=max(1, round(self.probe_s))
+        )
+        async with await connect as conn:
             await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            self.connected.set()
+            self.connections += 1
             await self._resync()
-            async for note in conn.notifies():
-                job_id, _, seq = note.payload.rpartition(":")
-                if not job_id or not seq.isdigit():
-                    continue
-                events = await self.store.read(SqlStore.read_events, job_id, int(seq) - 1, 1)
-                if events:
-                    self.deliver(events)
+            self.connected.set()
+            self.retry.reset()
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+            while True:
+                async for note in conn.notifies(timeout=self.probe_s):
+                    await self._on_note(note.payload)
+                # Quiet for probe_s: make sure the connection is still alive.
+                async with asyncio.timeout(self.probe_s):
+                    await conn.execute("SELECT 1")
+
+    async def _on_note(self, payload: str) -> None:
+        job_id, _, seq = payload.rpartition(":")
+        if not job_id or not seq.isdigit():
+            return
+        events = await self.store.read(SqlStore.read_events, job_id, int(seq) - 1, 1)
+        if events:
+            self.deliver(events)
 
     async def _resync(self) -> None:
         for job_id in self.broadcaster.followed():

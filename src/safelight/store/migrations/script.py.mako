@@ -1,0 +1,29 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+${imports if imports else ""}
+
+revision: str = ${repr(up_revision)}
+down_revision: str | None = ${repr(down_revision)}
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    ${upgrades if upgrades else "pass"}
+    # Releases before Alembic read safelight_meta.schema_version and refuse a newer one.
+    # op.execute("UPDATE safelight_meta SET value = 'N' WHERE key = 'schema_version'")
+
+
+def downgrade() -> None:
+    ${downgrades if downgrades else "pass"}

@@ -1,0 +1,106 @@
+"""Graceful shutdown of an embedded server: the running job is handed back (the restart
+runs it at the SAME attempt, no ``retry (worker_lost)``), WebSockets close with 1012 and
+SSE streams end so clients move on at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from tests.conftest import LiveServer
+from tests.integration.helpers import assert_exactly_once, create, poll, wait_status, ws_url
+
+
+def all_events(url: str, job_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while True:
+        body = poll(url, job_id, events[-1]["seq"] if events else 0)
+        events += body["events"]
+        if not body["events"]:
+            return events
+
+
+def wait_step(url: str, job_id: str, step: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (
+            (httpx.get(f"{url}/api/jobs/{job_id}").json().get("progress") or {}).get("step") or 0
+        ) >= step:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no progress")
+
+
+# uvicorn re-raises the signal after its graceful shutdown: -SIGTERM is a clean stop.
+CLEAN = {0, -signal.SIGTERM}
+
+
+def sigterm(server: LiveServer) -> int:
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    return server.proc.wait(30)
+
+
+def test_sigterm_then_restart_does_not_burn_an_attempt(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    server = live_server(step_delay_s=0.03, lease_s=30.0)
+    job = create(server.url, steps=60)
+    wait_step(server.url, job["id"], 18)
+    assert sigterm(server) in CLEAN
+    server.start()
+    final = wait_status(server.url, job["id"], {"completed", "failed", "cancelled"}, timeout=30)
+    events = all_events(server.url, job["id"])
+    assert_exactly_once(events)
+    assert final["status"] == "completed" and final["attempt"] == 1, final
+    assert not [e for e in events if e["type"] == "retry"]
+    types = [e["type"] for e in events]
+    back = types.index("queued", 1)
+    assert events[back]["data"]["reason"] == "handed_back"
+    assert types[back + 1] == "running" and events[back + 1]["attempt"] == 1
+
+
+def test_shutdown_closes_websockets_with_1012_and_ends_sse(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    server = live_server(step_delay_s=0.1, lease_s=30.0)
+    job = create(server.url, steps=150)
+    wait_status(server.url, job["id"], {"running"})
+    outcome: dict[str, Any] = {}
+
+    def follow_sse() -> None:
+        with (
+            httpx.Client(timeout=httpx.Timeout(30, connect=10)) as client,
+            connect_sse(client, "GET", f"{server.url}/api/jobs/{job['id']}/stream") as source,
+        ):
+            types = [sse.event for sse in source.iter_sse()]
+        outcome["sse_ended"] = True
+        outcome["sse_types"] = types
+
+    sse = threading.Thread(target=follow_sse)
+    with ws_connect(ws_url(server.url, job["id"], 0), open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+        sse.start()
+        time.sleep(0.3)  # both streams are open and live
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        code = None
+        for _ in range(1000):  # pings and events until the server closes
+            try:
+                ws.recv(timeout=20)
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                break
+        assert code == 1012
+    sse.join(30)
+    assert outcome.get("sse_ended") and "welcome" in outcome["sse_types"]
+    assert server.proc.wait(30) in CLEAN
