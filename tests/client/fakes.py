@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from safelight.client.clients import EventPage
-from safelight.client.models import End, Event, Frame, Job, Ping, Welcome
+from safelight.client.models import End, Event, EventPage, Frame, Job, Ping, Welcome
 from safelight.client.stream import EventStream, StreamSettings
 from safelight.client.transports import CursorReset, TransportError
 from safelight.types import JobStatus, Transport

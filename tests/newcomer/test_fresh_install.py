@@ -97,6 +97,7 @@ def test_wheel_and_sdist_are_a_real_distribution(dist: Path) -> None:
         "safelight/web/static/docs.html",
         "safelight/web/static/css/app.css",
         "safelight/web/static/js/connection.js",
+        "safelight/web/static/js/transports/ws.js",
     ):
         assert needed in names, f"{needed} is not in the wheel"
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))

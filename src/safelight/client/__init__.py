@@ -20,13 +20,13 @@ from safelight.client.clients import (
     DEFAULT_SERVER,
     AsyncClient,
     Client,
-    EventPage,
     MemoryTokens,
     TokenKeeper,
 )
 from safelight.client.errors import ConnectionFailed, TransportRefused, UnexpectedResponse
 from safelight.client.models import (
     Event,
+    EventPage,
     Image,
     Job,
     JobError,

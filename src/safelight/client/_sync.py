@@ -13,16 +13,29 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from safelight.client.models import Event, Job
+from safelight.client.stream import EventStream, StreamSettings
 from safelight.types import Transport
 
-if TYPE_CHECKING:
-    from safelight.client.clients import AsyncClient
-    from safelight.client.stream import EventStream, StreamSettings
-
 T = TypeVar("T")
+
+
+class EventsClient(Protocol):
+    """What the sync stream needs of a client: ``AsyncClient`` (tests pass a fake).  Typed
+    by shape, so ``clients`` imports this module and never the reverse."""
+
+    def events(
+        self,
+        job_id: str,
+        *,
+        after: int = 0,
+        transport: Transport | str | None = None,
+        settings: StreamSettings | None = None,
+    ) -> EventStream: ...
+
+    async def aclose(self) -> None: ...
 
 
 class LoopThread:
@@ -52,7 +65,7 @@ class SyncEventStream:
 
     def __init__(
         self,
-        make_client: Callable[[], AsyncClient],
+        make_client: Callable[[], EventsClient],
         job_id: str,
         *,
         after: int,
@@ -63,7 +76,7 @@ class SyncEventStream:
         self._closed = False
         self._pending: concurrent.futures.Future[Event | None] | None = None
 
-        async def setup() -> tuple[AsyncClient, EventStream]:
+        async def setup() -> tuple[EventsClient, EventStream]:
             client = make_client()
             return client, client.events(
                 job_id, after=after, transport=transport, settings=settings

@@ -31,7 +31,7 @@ from safelight.client.errors import (
     exception_from_problem,
     parse_problem,
 )
-from safelight.client.models import Event, Image, Job, job_status
+from safelight.client.models import EventPage, Image, Job
 from safelight.client.stream import Connector, EventStream, StreamSettings
 from safelight.client.transports import (
     Connection,
@@ -40,7 +40,7 @@ from safelight.client.transports import (
     WebSocketConnection,
 )
 from safelight.errors import IdempotencyInFlight
-from safelight.types import JobStatus, Transport
+from safelight.types import Transport
 
 T = TypeVar("T")
 
@@ -79,27 +79,6 @@ class MemoryTokens:
 
     def put(self, server: str, job_id: str, token: str) -> None:
         self._tokens[(server.rstrip("/"), job_id)] = token
-
-
-@dataclass(frozen=True)
-class EventPage:
-    """One answer of ``GET /api/jobs/{id}/events``."""
-
-    events: tuple[Event, ...]
-    last_seq: int
-    status: JobStatus | None
-    terminal: bool
-    poll_after_ms: int = 1000
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EventPage:
-        return cls(
-            events=tuple(Event.from_dict(e, Transport.POLL) for e in data.get("events") or ()),
-            last_seq=int(data.get("last_seq") or 0),
-            status=job_status(data.get("status")),
-            terminal=bool(data.get("terminal", False)),
-            poll_after_ms=int(data.get("poll_after_ms") or 1000),
-        )
 
 
 @dataclass
@@ -450,7 +429,11 @@ class AsyncClient(_Base):
                     open_timeout_s=settings.sse_open_timeout_s,
                     dead_after_s=settings.dead_after_s,
                 )
-            return PollConnection(self, job_id, after, wait_s=settings.long_poll_s)
+            return PollConnection(
+                lambda cursor, wait: self.poll_events(job_id, after=cursor, wait=wait),
+                after,
+                wait_s=settings.long_poll_s,
+            )
 
         return connect
 

@@ -290,6 +290,27 @@ class Event:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """One answer of ``GET /api/jobs/{id}/events``."""
+
+    events: tuple[Event, ...]
+    last_seq: int
+    status: JobStatus | None
+    terminal: bool
+    poll_after_ms: int = 1000
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EventPage:
+        return cls(
+            events=tuple(Event.from_dict(e, Transport.POLL) for e in data.get("events") or ()),
+            last_seq=int(data.get("last_seq") or 0),
+            status=job_status(data.get("status")),
+            terminal=bool(data.get("terminal", False)),
+            poll_after_ms=int(data.get("poll_after_ms") or 1000),
+        )
+
+
+@dataclass(frozen=True)
 class Welcome:
     """The first frame of a stream (WebSocket and SSE); polling synthesises one."""
 

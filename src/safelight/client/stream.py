@@ -29,16 +29,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from safelight.client.errors import ConnectionFailed, TransportRefused
-from safelight.client.models import End, Event, Frame, Job, Ping, Welcome
+from safelight.client.models import End, Event, EventPage, Frame, Job, Ping, Welcome
 from safelight.client.transports import Connection, CursorReset, TransportError
 from safelight.errors import NotFound, SafelightError
 from safelight.types import Transport
-
-if TYPE_CHECKING:
-    from safelight.client.clients import AsyncClient
 
 LADDER: tuple[Transport, ...] = (Transport.WS, Transport.SSE, Transport.POLL)
 _NAMES = {Transport.WS: "WebSocket", Transport.SSE: "SSE", Transport.POLL: "polling"}
@@ -76,6 +73,17 @@ def full_jitter(failures: int, base: float, cap: float, rng: random.Random) -> f
 Connector = Callable[[Transport, int], Connection]
 
 
+class StreamClient(Protocol):
+    """What the stream needs of a client: ``AsyncClient`` (tests pass a fake).  Typed by
+    shape, so the client imports the stream and never the reverse."""
+
+    def connector(self, job_id: str, settings: StreamSettings) -> Connector: ...
+
+    async def poll_events(self, job_id: str, *, after: int = 0, wait: float = 0) -> EventPage: ...
+
+    async def get(self, job_id: str) -> Job: ...
+
+
 class EventStream:
     """Async iterator over a job's events from ``after``; see the module docstring.
 
@@ -88,7 +96,7 @@ class EventStream:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: StreamClient,
         job_id: str,
         *,
         after: int = 0,

@@ -21,8 +21,9 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -35,12 +36,9 @@ from safelight.client.errors import (
     exception_from_problem,
     parse_problem,
 )
-from safelight.client.models import End, Event, Frame, Ping, Welcome
+from safelight.client.models import End, Event, EventPage, Frame, Ping, Welcome
 from safelight.errors import NotFound, RateLimited, Unavailable
 from safelight.types import Transport
-
-if TYPE_CHECKING:
-    from safelight.client.clients import AsyncClient, EventPage
 
 # Close codes that mean "reconnect": 1012 service restart (API.md), 1001 going away.
 WS_NORMAL_CLOSURE = 1000
@@ -273,14 +271,21 @@ async def _read_quietly(response: httpx.Response) -> bytes:
         return b""
 
 
+# One poll of the job's events: (after, wait) -> page (``AsyncClient.poll_events``).
+PollFn = Callable[[int, float], Awaitable[EventPage]]
+
+
 class PollConnection:
-    """``GET /api/jobs/{id}/events?after=N&wait=S``: long polling as a connection."""
+    """``GET /api/jobs/{id}/events?after=N&wait=S``: long polling as a connection.
+
+    ``poll`` sends one request; the client passes it in, so this module never needs the
+    client (the client imports the transports, never the reverse).
+    """
 
     transport = Transport.POLL
 
-    def __init__(self, client: AsyncClient, job_id: str, after: int, *, wait_s: float) -> None:
-        self._client = client
-        self._job_id = job_id
+    def __init__(self, poll: PollFn, after: int, *, wait_s: float) -> None:
+        self._poll_once = poll
         self._after = after
         self._wait_s = wait_s
         self._buffer: deque[Frame] = deque()
@@ -289,7 +294,7 @@ class PollConnection:
 
     async def _poll(self, wait: float) -> EventPage:
         try:
-            return await self._client.poll_events(self._job_id, after=self._after, wait=wait)
+            return await self._poll_once(self._after, wait)
         except ConnectionFailed as exc:
             raise TransportError(f"poll failed: {exc.message}") from exc
         except (Unavailable, RateLimited, UnexpectedResponse) as exc:

@@ -18,58 +18,26 @@
  *   `welcome`.
  * - Events are applied only when seq == cursor + 1; duplicates are dropped; a gap is
  *   backfilled with a poll.  After the terminal event everything stops.
+ *
+ * This module holds those decisions only.  How to open, read and close each transport is in
+ * transports/ (ws.js, sse.js, poll.js): they report welcome / frame / failure / close
+ * through a listener and decide nothing.
  */
+import { PollTransport, eventsUrl } from './transports/poll.js';
+import { SseTransport } from './transports/sse.js';
+import { fmtS } from './transports/transport.js';
+import { WsTransport } from './transports/ws.js';
 
-/** @typedef {'ws' | 'sse' | 'poll'} TransportName */
+/** @typedef {import('./transports/transport.js').TransportName} TransportName */
+/** @typedef {import('./transports/transport.js').JobEvent} JobEvent */
+/** @typedef {import('./transports/transport.js').Transport} Transport */
+/** @typedef {import('./transports/transport.js').TransportListener} TransportListener */
+/** @typedef {import('./transports/transport.js').Welcome} Welcome */
+/** @typedef {import('./transports/transport.js').Page} Page */
 
 /**
- * @typedef {object} JobEvent
- * @property {string} job_id
- * @property {number} seq
- * @property {string} type
- * @property {number} attempt
- * @property {string} ts
- * @property {Record<string, any>} data
- */
-
-/**
- * @typedef {object} Clock
- * @property {() => number} now  milliseconds since the epoch
- * @property {(fn: () => void, ms: number) => any} setTimeout
- * @property {(id: any) => void} clearTimeout
- */
-
-/**
- * @typedef {object} WebSocketLike
- * @property {((ev: any) => void) | null} onopen
- * @property {((ev: {data: any}) => void) | null} onmessage
- * @property {((ev: any) => void) | null} onerror
- * @property {((ev: {code?: number, reason?: string}) => void) | null} onclose
- * @property {(code?: number, reason?: string) => void} close
- */
-
-/**
- * @typedef {object} EventSourceLike
- * @property {(type: string, fn: (ev: any) => void) => void} addEventListener
- * @property {() => void} close
- */
-
-/**
- * @typedef {object} ResponseLike
- * @property {boolean} ok
- * @property {number} status
- * @property {{get(name: string): string | null}} headers
- * @property {() => Promise<any>} json
- */
-
-/**
- * @typedef {object} Deps
- * @property {(url: string) => WebSocketLike} createWebSocket
- * @property {(url: string) => EventSourceLike} createEventSource
- * @property {(url: string, init?: {signal?: any, headers?: Record<string, string>}) => Promise<ResponseLike>} fetch
- * @property {Clock} clock
- * @property {() => number} random  uniform in [0, 1)
- * @property {(new () => {signal: any, abort(): void}) | undefined} [AbortController]
+ * The transports' dependencies plus the random source of the backoff.
+ * @typedef {import('./transports/transport.js').TransportDeps & {random: () => number}} Deps
  */
 
 /**
@@ -198,15 +166,11 @@ export function parseTransport(raw) {
  * @property {boolean} probe
  * @property {boolean} proven
  * @property {boolean} closed
- * @property {WebSocketLike | null} ws
- * @property {EventSourceLike | null} es
- * @property {{abort(): void} | null} abort
+ * @property {Transport | null} link  the open transport
  * @property {any} proofTimer
  * @property {any} watchdogTimer
- * @property {any} pollTimer
  * @property {any} healthyTimer
  * @property {boolean} catchUp   reads the log of a finished job; never changes the mode
- * @property {number} waitS      long-poll wait of this connection's polls
  */
 
 export class ConnectionManager {
@@ -382,19 +346,8 @@ export class ConnectionManager {
     return `/api/jobs/${encodeURIComponent(this.jobId)}`;
   }
 
-  wsUrl() {
-    const http = this.http(`${this.jobPath()}/ws?after=${this.state.cursor}`);
-    return http.replace(/^http/, 'ws');
-  }
-
-  sseUrl() {
-    return this.http(`${this.jobPath()}/stream?after=${this.state.cursor}`);
-  }
-
-  /** @param {number} waitS */
-  pollUrl(waitS) {
-    const wait = Math.min(25, Math.max(0, waitS));
-    return this.http(`${this.jobPath()}/events?after=${this.state.cursor}&wait=${wait}`);
+  jobUrl() {
+    return this.http(this.jobPath());
   }
 
   /** @param {any} t */
@@ -420,18 +373,8 @@ export class ConnectionManager {
     conn.closed = true;
     this.clear(conn.proofTimer);
     this.clear(conn.watchdogTimer);
-    this.clear(conn.pollTimer);
     this.clear(conn.healthyTimer);
-    try {
-      if (conn.ws) {
-        conn.ws.onopen = conn.ws.onmessage = conn.ws.onerror = conn.ws.onclose = null;
-        conn.ws.close(1000, 'client done');
-      }
-      if (conn.es) conn.es.close();
-      if (conn.abort) conn.abort.abort();
-    } catch {
-      // closing twice or in a bad state is harmless
-    }
+    if (conn.link) conn.link.close();
   }
 
   /** @param {Conn} conn */
@@ -521,10 +464,9 @@ export class ConnectionManager {
   catchUp() {
     const conn = this.newConn('poll', false);
     conn.catchUp = true;
-    conn.waitS = 0;
     this.main = conn;
     this.setState({ mode: 'connecting', confirmed: false, retryAt: null });
-    this.pollOnce(conn, 0);
+    this.open(conn);
   }
 
   // ---------------------------------------------------------------- the ladder
@@ -553,125 +495,112 @@ export class ConnectionManager {
       probe,
       proven: false,
       closed: false,
-      ws: null,
-      es: null,
-      abort: null,
+      link: null,
       proofTimer: null,
       watchdogTimer: null,
-      pollTimer: null,
       healthyTimer: null,
       catchUp: false,
-      waitS: this.settings.pollWaitS,
     };
   }
 
   /** @param {Conn} conn */
   open(conn) {
-    if (conn.transport === 'ws') this.openWs(conn);
-    else if (conn.transport === 'sse') this.openSse(conn);
-    // The first poll answers at once, which proves polling without a long wait.
-    else this.pollOnce(conn, 0);
-  }
-
-  /** @param {Conn} conn */
-  openWs(conn) {
-    conn.proofTimer = this.clock.setTimeout(() => {
-      this.fail(conn, `WebSocket was not confirmed within ${fmtS(this.settings.wsProofMs)}`);
-    }, this.settings.wsProofMs);
-    let ws;
-    try {
-      ws = this.deps.createWebSocket(this.wsUrl());
-    } catch {
-      this.clock.setTimeout(() => this.fail(conn, 'WebSocket is not available'), 0);
-      return;
+    const s = this.settings;
+    const t = conn.transport;
+    // A stream must say `welcome` in time; polling proves itself with its first answer.
+    const proofMs = t === 'ws' ? s.wsProofMs : t === 'sse' ? s.sseProofMs : null;
+    if (proofMs !== null) {
+      conn.proofTimer = this.clock.setTimeout(() => {
+        this.fail(conn, `${TRANSPORT_LABEL[t]} was not confirmed within ${fmtS(proofMs)}`);
+      }, proofMs);
     }
-    conn.ws = ws;
-    ws.onmessage = (ev) => {
-      if (!this.isCurrent(conn)) return;
-      const msg = parseJson(ev.data);
-      if (!msg) return;
-      this.onFrame(conn, msg, 'ws');
+    const options = {
+      jobUrl: this.jobUrl(),
+      cursor: () => this.state.cursor,
+      deps: this.deps,
+      listener: this.listenerFor(conn),
     };
-    ws.onerror = () => {
-      // A close event always follows; that is where the failure is handled.
-    };
-    ws.onclose = (ev) => {
-      if (!this.isCurrent(conn)) return;
-      const code = ev && typeof ev.code === 'number' ? ev.code : 1006;
-      let reason;
-      if (!conn.proven) reason = `WebSocket closed before it was confirmed (code ${code})`;
-      else if (code === 1012) reason = 'The server is restarting';
-      else reason = `WebSocket connection dropped (code ${code})`;
-      this.fail(conn, reason);
-    };
-  }
-
-  /** @param {Conn} conn */
-  openSse(conn) {
-    conn.proofTimer = this.clock.setTimeout(() => {
-      this.fail(conn, `SSE was not confirmed within ${fmtS(this.settings.sseProofMs)}`);
-    }, this.settings.sseProofMs);
-    let es;
-    try {
-      es = this.deps.createEventSource(this.sseUrl());
-    } catch {
-      this.clock.setTimeout(() => this.fail(conn, 'SSE is not available'), 0);
-      return;
+    if (t === 'ws') conn.link = new WsTransport(options);
+    else if (t === 'sse') conn.link = new SseTransport(options);
+    else {
+      conn.link = new PollTransport({
+        ...options,
+        waitS: conn.catchUp ? 0 : s.pollWaitS,
+        graceMs: s.pollGraceMs,
+        afterMs: s.pollAfterMs,
+        catchUp: conn.catchUp,
+      });
     }
-    conn.es = es;
-    /** @param {any} ev */
-    const onData = (ev) => {
-      if (!this.isCurrent(conn)) return;
-      const msg = parseJson(ev.data);
-      if (!msg) return;
-      this.onFrame(conn, msg, 'sse');
-    };
-    es.addEventListener('welcome', (ev) => {
-      if (!this.isCurrent(conn)) return;
-      const msg = parseJson(ev.data) ?? {};
-      this.onFrame(conn, { ...msg, type: 'welcome' }, 'sse');
-    });
-    es.addEventListener('ping', (ev) => {
-      if (!this.isCurrent(conn)) return;
-      const msg = parseJson(ev.data) ?? {};
-      this.onFrame(conn, { ...msg, type: 'ping' }, 'sse');
-    });
-    es.addEventListener('message', onData);
-    es.addEventListener('error', () => {
-      if (!this.isCurrent(conn)) return;
-      // We run our own reconnect (cursor + jittered backoff), never the browser's.
-      es.close();
-      this.fail(
-        conn,
-        conn.proven ? 'SSE stream dropped' : 'SSE stream was refused or broke before it was confirmed',
-      );
-    });
+    conn.link.open();
   }
 
   /**
-   * A control frame or an event from a stream transport.
+   * What `conn`'s transport reports, dropped once `conn` is no longer in use.
+   * @param {Conn} conn
+   * @returns {TransportListener}
+   */
+  listenerFor(conn) {
+    return {
+      welcome: (welcome) => {
+        if (this.isCurrent(conn)) this.onWelcome(conn, welcome);
+      },
+      frame: (frame) => {
+        if (this.isCurrent(conn)) this.onFrame(conn, frame);
+      },
+      failure: ({ reason, retryAfterMs = null, answered = false }) => {
+        if (!this.isCurrent(conn)) return;
+        if (answered) this.contact();
+        this.fail(conn, reason, retryAfterMs);
+      },
+      close: (close) => {
+        if (!this.isCurrent(conn)) return;
+        this.contact();
+        if (close.kind === 'reset') {
+          this.onReset(close.reason);
+          return;
+        }
+        this.teardown();
+        this.setState({ mode: 'error', confirmed: false });
+        this.emit({ type: 'fatal', status: close.status, problem: close.problem });
+      },
+    };
+  }
+
+  /**
+   * A stream's `welcome`, or polling's first answer.
+   * @param {Conn} conn
+   * @param {Welcome} msg
+   */
+  onWelcome(conn, msg) {
+    this.contact();
+    this.armWatchdog(conn);
+    if (typeof msg.last_seq === 'number' && !msg.reset) this.bumpKnown(msg.last_seq);
+    if (msg.reset) {
+      this.onReset(`The server's log is behind this page (${conn.transport} welcome reset)`);
+      return;
+    }
+    this.proven(conn);
+    const last = msg.last_seq;
+    if (TERMINAL_STATUSES.has(msg.status ?? '') && typeof last === 'number' && last <= this.state.cursor) {
+      this.finish();
+    }
+  }
+
+  /**
+   * An event, a ping, or a poll's page.
    * @param {Conn} conn
    * @param {any} msg
-   * @param {TransportName} via
    */
-  onFrame(conn, msg, via) {
+  onFrame(conn, msg) {
     this.contact();
     this.armWatchdog(conn);
     if (typeof msg.seq === 'number') {
       if (!conn.proven) return; // events never precede `welcome`; ignore a confused server
-      this.receive(/** @type {JobEvent} */ (msg), via);
+      this.receive(/** @type {JobEvent} */ (msg), conn.transport);
       return;
     }
-    if (msg.type === 'welcome') {
-      if (typeof msg.last_seq === 'number' && !msg.reset) this.bumpKnown(msg.last_seq);
-      if (msg.reset) {
-        this.onReset(`The server's log is behind this page (${via} welcome reset)`);
-        return;
-      }
-      this.proven(conn);
-      if (TERMINAL_STATUSES.has(msg.status) && msg.last_seq <= this.state.cursor) {
-        this.finish();
-      }
+    if (msg.type === 'page' && conn.transport === 'poll') {
+      this.onPage(/** @type {Page} */ (msg));
       return;
     }
     if (msg.type === 'ping') {
@@ -682,6 +611,21 @@ export class ConnectionManager {
         }
       }
       this.setState({});
+    }
+  }
+
+  /**
+   * One answer of a poll: apply its events; stop when the log of a finished job is read.
+   * @param {Page} page
+   */
+  onPage(page) {
+    if (typeof page.last_seq === 'number') this.bumpKnown(page.last_seq);
+    for (const ev of page.events) {
+      this.receive(ev, 'poll');
+      if (this.isFinished()) return;
+    }
+    if (page.terminal && typeof page.last_seq === 'number' && page.last_seq <= this.state.cursor) {
+      this.finish();
     }
   }
 
@@ -918,87 +862,6 @@ export class ConnectionManager {
     this.scheduleProbe();
   }
 
-  // ---------------------------------------------------------------- polling
-
-  /**
-   * @param {Conn} conn
-   * @param {number} waitS
-   */
-  pollOnce(conn, waitS) {
-    if (!this.isCurrent(conn)) return;
-    const Abort = this.deps.AbortController;
-    const ctrl = Abort ? new Abort() : null;
-    conn.abort = ctrl;
-    const started = this.now();
-    const timeoutMs = waitS * 1000 + this.settings.pollGraceMs;
-    let timedOut = false;
-    conn.pollTimer = this.clock.setTimeout(() => {
-      timedOut = true;
-      if (ctrl) ctrl.abort();
-      this.fail(conn, `A poll got no answer within ${fmtS(timeoutMs)}`);
-    }, timeoutMs);
-    const url = this.pollUrl(waitS);
-    this.deps
-      .fetch(url, ctrl ? { signal: ctrl.signal, headers: { Accept: 'application/json' } } : undefined)
-      .then(async (res) => {
-        if (!this.isCurrent(conn) || timedOut) return;
-        this.clear(conn.pollTimer);
-        conn.pollTimer = null;
-        this.contact();
-        if (res.status === 400) {
-          this.onReset('The server rejected the cursor (400)');
-          return;
-        }
-        if (res.status === 404) {
-          let problem = null;
-          try {
-            problem = await res.json();
-          } catch {
-            // not JSON
-          }
-          this.teardown();
-          this.setState({ mode: 'error', confirmed: false });
-          this.emit({ type: 'fatal', status: 404, problem });
-          return;
-        }
-        if (!res.ok) {
-          const retryAfter = parseRetryAfter(res.headers.get('Retry-After'));
-          this.fail(conn, `A poll was answered ${res.status}`, retryAfter);
-          return;
-        }
-        const body = await res.json();
-        if (!this.isCurrent(conn)) return;
-        if (!conn.proven) this.proven(conn);
-        if (typeof body.last_seq === 'number') this.bumpKnown(body.last_seq);
-        for (const ev of body.events ?? []) {
-          this.receive(ev, 'poll');
-          if (this.isFinished()) return;
-        }
-        if (body.terminal && body.last_seq <= this.state.cursor) {
-          this.finish();
-          return;
-        }
-        if (!this.isCurrent(conn)) return;
-        const elapsed = this.now() - started;
-        const gotEvents = (body.events ?? []).length > 0;
-        const advice =
-          typeof body.poll_after_ms === 'number' ? body.poll_after_ms : this.settings.pollAfterMs;
-        let delay;
-        if (conn.catchUp) delay = gotEvents ? 0 : advice;
-        else if (conn.waitS <= 0) delay = advice; // short polling
-        else if (gotEvents || waitS === 0) delay = 0; // long polling: straight back
-        else delay = elapsed < waitS * 500 ? advice : 0; // a server that did not hold the request
-        conn.pollTimer = this.clock.setTimeout(() => {
-          conn.pollTimer = null;
-          this.pollOnce(conn, conn.waitS);
-        }, delay);
-      })
-      .catch(() => {
-        if (!this.isCurrent(conn) || timedOut) return;
-        this.fail(conn, 'A poll could not reach the server');
-      });
-  }
-
   // ---------------------------------------------------------------- events by seq
 
   /**
@@ -1058,7 +921,7 @@ export class ConnectionManager {
   requestBackfill() {
     if (this.backfilling || this.isFinished()) return;
     this.backfilling = true;
-    const url = this.pollUrl(0);
+    const url = eventsUrl(this.jobUrl(), this.state.cursor, 0);
     this.deps
       .fetch(url, { headers: { Accept: 'application/json' } })
       .then(async (res) => {
@@ -1131,30 +994,6 @@ function nextLevel(t) {
 /** @param {JobEvent} event */
 export function isTerminalEvent(event) {
   return TERMINAL_TYPES.has(event.type);
-}
-
-/** @param {any} data */
-function parseJson(data) {
-  if (typeof data !== 'string') return null;
-  try {
-    const value = JSON.parse(data);
-    return value && typeof value === 'object' ? value : null;
-  } catch {
-    return null;
-  }
-}
-
-/** @param {string | null} raw */
-function parseRetryAfter(raw) {
-  if (!raw) return null;
-  const s = Number(raw);
-  if (Number.isFinite(s) && s >= 0) return Math.min(s * 1000, 120000);
-  return null;
-}
-
-/** @param {number} ms */
-function fmtS(ms) {
-  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 
 /**
