@@ -218,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="scale-out: run workers against PostgreSQL (no HTTP)",
         description="Run worker slots on this machine against the shared PostgreSQL store. "
-        "The data directory must be the blob directory every API node serves from "
-        "(a shared mount).",
+        "With the default blob store (local) the data directory must be the blob directory "
+        "every API node serves from (a shared mount); with SAFELIGHT_BLOB_STORE=postgres or "
+        "s3 it is only local scratch.",
     )
     w.add_argument("--database-url", default=None, help="postgresql+psycopg://... (required)")
-    w.add_argument("--data-dir", type=Path, default=None, help="shared data directory")
+    w.add_argument(
+        "--data-dir", type=Path, default=None, help="data directory (shared if blob store local)"
+    )
     w.add_argument("--concurrency", type=int, default=None, help="worker slots (default 1)")
     w.add_argument(
         "--name",

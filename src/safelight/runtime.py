@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from safelight.blobs import BlobStore
+from safelight.blobs import BlobStore, create_blob_store
 from safelight.config import Settings
 from safelight.jobs.service import JobService
 from safelight.jobs.worker import Worker
@@ -46,7 +46,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        blobs = BlobStore(settings.blob_dir, settings.min_free_bytes)
+        blobs = create_blob_store(settings)
         blobs.ensure_ready()
         url = settings.database_url or f"sqlite:///{settings.sqlite_path}"
         store = AsyncStore(SqlStore(url))
@@ -104,6 +104,7 @@ class Runtime:
         if self.threads is not None:
             self.threads.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+        self.blobs.close()
 
     async def _reaper(self) -> None:
         while True:

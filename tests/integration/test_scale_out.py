@@ -7,14 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.conftest import FAST, LiveServer, ManagedProcess
 from tests.integration.helpers import (
@@ -28,21 +26,12 @@ from tests.integration.helpers import (
 )
 
 pytestmark = pytest.mark.postgres
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    name = f"safelight_scale_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+def database(pg_database: str) -> str:
+    """A fresh database per test (tests/integration/conftest.py)."""
+    return pg_database
 
 
 class WorkerProcess(ManagedProcess):
