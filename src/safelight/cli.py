@@ -13,9 +13,12 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safelight import __version__
+
+if TYPE_CHECKING:
+    from safelight.config import Settings
 
 
 @contextlib.contextmanager
@@ -34,6 +37,28 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def blob_store_problem(settings: Settings) -> str | None:
+    """One line if the configured blob store cannot be used (unreachable server, missing
+    bucket, unwritable directory), checked before anything starts."""
+    from safelight.blobs import create_blob_store
+    from safelight.errors import SafelightError
+
+    try:
+        blobs = create_blob_store(settings)
+    except SafelightError as exc:
+        return str(exc)
+    except ImportError as exc:
+        extra = "s3" if settings.blob_store == "s3" else "postgres"
+        return f"blob store {settings.blob_store!r} needs the {extra} extra ({exc})"
+    try:
+        blobs.ensure_ready()
+    except SafelightError as exc:
+        return str(exc)
+    finally:
+        blobs.close()
+    return None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -69,6 +94,9 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (problem := blob_store_problem(settings)) is not None:
+        print(f"safelight: {problem}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -138,6 +166,9 @@ def worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (problem := blob_store_problem(settings)) is not None:
+        print(f"safelight worker: {problem}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         runtime = Runtime.build(settings)

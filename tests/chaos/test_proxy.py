@@ -234,3 +234,14 @@ def test_r16_control_without_pings_the_proxy_cuts_the_stream(
     assert not ws.ended_cleanly
     # The jobs themselves were fine: only the proxied streams were cut.
     assert get(silent.url, job["id"])["status"] in {"running", "completed"}
+
+
+def test_docs_deploy_shows_the_config_under_test() -> None:
+    """docs/deploy.md quotes deploy/nginx/safelight.conf verbatim: what operators copy is
+    what scripts/cluster runs and what this file streams through."""
+    conf = (REPO / "deploy" / "nginx" / "safelight.conf").read_text()
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    assert f"```nginx\n{conf}```" in doc
+    for unit in ("safelight-api@.service", "safelight-worker@.service"):
+        text = (REPO / "deploy" / "systemd" / unit).read_text()
+        assert f"```ini\n{text}```" in doc, unit

@@ -6,6 +6,9 @@ Parametrized like uvicorn's fixtures: each test runs once per store name.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,3 +223,26 @@ def test_blob_store_settings_are_validated(tmp_path: Path) -> None:
         Settings.load({"data_dir": tmp_path, "blob_store": "postgres"}, environ={})
     env = {"SAFELIGHT_BLOB_STORE": "s3", "SAFELIGHT_BLOB_S3_BUCKET": "b"}
     assert Settings.load({"data_dir": tmp_path}, environ=env).blob_s3_bucket == "b"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_node_with_an_unreachable_blob_store_refuses_to_start_in_one_line(
+    tmp_path: Path, s3_server: S3Server, command: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFELIGHT_")}
+    env.update(
+        SAFELIGHT_BLOB_STORE="s3",
+        SAFELIGHT_BLOB_S3_BUCKET="no-such-bucket-here",
+        SAFELIGHT_BLOB_S3_ENDPOINT_URL=s3_server.url,
+        SAFELIGHT_LOG_LEVEL="warning",
+    )
+    args = [sys.executable, "-m", "safelight", command, "--data-dir", str(tmp_path)]
+    if command == "worker":
+        args += ["--database-url", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"]
+    else:
+        args += ["--port", str(free_port())]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "no-such-bucket-here" in r.stderr and "not reachable" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -57,6 +57,7 @@ def test_images_and_previews_are_served_by_nodes_that_did_not_write_them(
                 assert len(r.content) == image["bytes"] == int(r.headers["content-length"])
                 assert r.headers["content-type"] == "image/png"
                 assert "immutable" in r.headers["cache-control"]
+                assert r.headers["x-content-type-options"] == "nosniff"
             download = httpx.get(f"{node.url}{done['images'][0]['url']}?download=1")
             assert download.headers["content-disposition"].startswith("attachment")
             assert httpx.get(f"{node.url}/api/jobs/{job['id']}/images/2").status_code == 404
