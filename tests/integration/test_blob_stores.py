@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,11 +45,16 @@ def settings_for(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> S
 @pytest.fixture(
     params=["local", pytest.param("postgres", marks=pytest.mark.postgres), "s3"],
 )
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     settings = settings_for(request.param, tmp_path, request)
     settings.validate()
-    blobs = create_blob_store(settings)
-    assert blobs.name == request.param
+    return settings
+
+
+@pytest.fixture
+def store(store_settings: Settings) -> Iterator[BlobStore]:
+    blobs = create_blob_store(store_settings)
+    assert blobs.name == store_settings.blob_store
     blobs.ensure_ready()
     yield blobs
     blobs.close()
@@ -139,6 +145,31 @@ def test_a_reader_never_sees_a_partial_blob(store: BlobStore) -> None:
     assert not errors, errors
     assert set(seen) <= {0, len(data)}
     assert len(data) in seen
+
+
+def test_an_image_is_never_held_in_memory_twice(store_settings: Settings) -> None:
+    """Python-level allocations while writing and streaming a 6 MiB image stay far below
+    the image's size: no store makes a second whole copy (join, bytes(), read())."""
+    blobs = create_blob_store(store_settings.replace(blob_chunk_bytes=256 * 1024))
+    blobs.ensure_ready()
+    data = os.urandom(6 * 1024 * 1024)
+    name = image_name("mem", 1, 0)
+    blobs.write(preview_name("mem", 1, 0, "jpg"), data[:1000])  # warm up connections
+    tracemalloc.start()
+    try:
+        blobs.write(name, data)
+        write_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        blob = blobs.open(name)
+        assert blob is not None
+        total = sum(len(chunk) for chunk in blob.chunks)
+        read_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        blobs.close()
+    assert total == len(data)
+    assert write_peak < len(data) // 2, write_peak
+    assert read_peak < len(data) // 2, read_peak
 
 
 def test_names_that_are_not_blob_names_are_refused(store: BlobStore) -> None:
