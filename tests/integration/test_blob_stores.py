@@ -277,3 +277,35 @@ def test_a_node_with_an_unreachable_blob_store_refuses_to_start_in_one_line(
     assert "Traceback" not in r.stderr
     assert "no-such-bucket-here" in r.stderr and "not reachable" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+BLOCK_OPTIONAL = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"boto3", "botocore", "psycopg", "psycopg2"}:
+            raise ImportError(f"No module named {name!r} (blocked: base install)")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_embedded_mode_needs_neither_boto3_nor_psycopg(tmp_path: Path) -> None:
+    """The base install (no extras) builds the local store and the whole app; asking for
+    the s3 store there is one clear line naming the extra."""
+    build = BLOCK_OPTIONAL + (
+        "from pathlib import Path\n"
+        "from safelight.config import Settings\n"
+        "from safelight.runtime import Runtime\n"
+        f"rt = Runtime.build(Settings(data_dir=Path({str(tmp_path)!r})))\n"
+        "print(type(rt.blobs).__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "LocalBlobStore"
+    serve = BLOCK_OPTIONAL + "from safelight.cli import main\nsys.exit(main())\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFELIGHT_")}
+    env.update(SAFELIGHT_BLOB_STORE="s3", SAFELIGHT_BLOB_S3_BUCKET="b")
+    args = [sys.executable, "-c", serve, "serve", "--data-dir", str(tmp_path / "s3")]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "needs the s3 extra" in r.stderr and "Traceback" not in r.stderr
