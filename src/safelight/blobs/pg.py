@@ -141,22 +141,35 @@ class PostgresBlobStore:
 
     def open(self, name: str) -> Blob | None:
         check_name(name)
+        # The header and the first chunk in one query: a preview (one chunk) costs one
+        # round trip.
+        first = blob_chunks.alias("first")
+        query = (
+            select(blobs.c.id, blobs.c.size, blobs.c.chunks, first.c.data)
+            .select_from(
+                blobs.outerjoin(first, (first.c.blob_id == blobs.c.id) & (first.c.seq == 0))
+            )
+            .where(blobs.c.name == name)
+        )
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(blobs.c.id, blobs.c.size, blobs.c.chunks).where(blobs.c.name == name)
-                ).first()
+                row = conn.execute(query).first()
         except DBAPIError as exc:
             raise StorageUnavailable("the blob database is not reachable", retry_after=5) from exc
         if row is None:
             return None
-        return Blob(int(row.size), self._chunks(int(row.id), int(row.chunks)))
+        return Blob(int(row.size), self._chunks(int(row.id), int(row.chunks), row.data))
 
-    def _chunks(self, blob_id: int, count: int) -> Iterator[bytes]:
+    def _chunks(self, blob_id: int, count: int, first: bytes | None) -> Iterator[bytes]:
+        if count == 0:
+            return
+        if first is None:
+            raise StorageFailure("a blob was replaced or deleted while it was being read")
+        yield bytes(first)
         query = select(blob_chunks.c.data).where(
             blob_chunks.c.blob_id == blob_id, blob_chunks.c.seq == bindparam("seq")
         )
-        for seq in range(count):
+        for seq in range(1, count):
             with self.engine.connect() as conn:
                 data = conn.execute(query, {"seq": seq}).scalar()
             if data is None:
