@@ -57,6 +57,28 @@ def _load_settings(
     return settings
 
 
+def blob_store_problem(settings: Settings) -> str | None:
+    """One line if the configured blob store cannot be used (unreachable server, missing
+    bucket, unwritable directory), checked before anything starts."""
+    from safelight.blobs import create_blob_store
+    from safelight.errors import SafelightError
+
+    try:
+        blobs = create_blob_store(settings)
+    except SafelightError as exc:
+        return str(exc)
+    except ImportError as exc:
+        extra = "s3" if settings.blob_store == "s3" else "postgres"
+        return f"blob store {settings.blob_store!r} needs the {extra} extra ({exc})"
+    try:
+        blobs.ensure_ready()
+    except SafelightError as exc:
+        return str(exc)
+    finally:
+        blobs.close()
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -87,6 +109,9 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (problem := blob_store_problem(settings)) is not None:
+        print(f"safelight: {problem}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -200,6 +225,9 @@ def worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (problem := blob_store_problem(settings)) is not None:
+        print(f"safelight worker: {problem}", file=sys.stderr)
+        return 2
 
     async def run() -> int:
         try:
@@ -331,11 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="scale-out: run workers against PostgreSQL (no HTTP)",
         description="Run worker slots on this machine against the shared PostgreSQL store. "
-        "The data directory must be the blob directory every API node serves from "
-        "(a shared mount).",
+        "With the default blob store (local) the data directory must be the blob directory "
+        "every API node serves from (a shared mount); with SAFELIGHT_BLOB_STORE=postgres or "
+        "s3 it is only local scratch.",
     )
     w.add_argument("--database-url", default=None, help="postgresql+psycopg://... (required)")
-    w.add_argument("--data-dir", type=Path, default=None, help="shared data directory")
+    w.add_argument(
+        "--data-dir", type=Path, default=None, help="data directory (shared if blob store local)"
+    )
     w.add_argument("--concurrency", type=int, default=None, help="worker slots (default 1)")
     w.add_argument(
         "--name",

@@ -94,6 +94,20 @@ class Settings:
     idempotency_ttl_s: float = 24 * 3600.0
     min_free_bytes: int = 64 * 1024 * 1024
 
+    # Blob store (previews + final images), chosen by name: local | postgres | s3
+    # (safelight/blobs/__init__.py).  `local` is a directory under data_dir (in scale-out
+    # a shared mount); `postgres` keeps chunked rows in the job database (or
+    # blob_database_url); `s3` uses any S3-compatible store, credentials from boto3's
+    # standard chain (AWS_* environment, profile, instance role), never from here.
+    blob_store: str = "local"
+    blob_chunk_bytes: int = 256 * 1024
+    blob_database_url: str | None = None
+    blob_s3_bucket: str | None = None
+    blob_s3_prefix: str = ""
+    blob_s3_endpoint_url: str | None = None
+    blob_s3_region: str | None = None
+    blob_s3_timeout_s: float = 10.0
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "safelight.db"
@@ -138,6 +152,12 @@ class Settings:
             raise ValueError("at least one transport must be enabled")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if not 4096 <= self.blob_chunk_bytes <= 16 * 1024 * 1024:
+            raise ValueError("blob_chunk_bytes must be between 4096 and 16 MiB")
+        if self.blob_store == "s3" and not self.blob_s3_bucket:
+            raise ValueError("blob store s3 needs blob_s3_bucket")
+        if self.blob_store == "postgres" and not (self.blob_database_url or self.database_url):
+            raise ValueError("blob store postgres needs database_url (or blob_database_url)")
 
 
 def _coerce(name: str, hint: Any, raw: str) -> Any:

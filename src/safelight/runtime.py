@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from safelight import extras
-from safelight.blobs import BlobStore
+from safelight.blobs import BlobStore, create_blob_store
 from safelight.config import Settings
 from safelight.jobs.service import JobService
 from safelight.jobs.worker import Worker
@@ -66,7 +66,7 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         extras.check(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        blobs = BlobStore(settings.blob_dir, settings.min_free_bytes)
+        blobs = create_blob_store(settings)
         blobs.ensure_ready()
         url = settings.database_url or f"sqlite:///{settings.sqlite_path}"
         # Embedded owns its database and upgrades it; scale-out nodes only create the
@@ -194,6 +194,7 @@ class Runtime:
         if self.threads is not None:
             self.threads.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+        self.blobs.close()
 
     async def _reaper(self) -> None:
         backoff = Backoff(self.settings.store_retry_initial_s, self.settings.store_retry_max_s)

@@ -24,15 +24,14 @@ from tests.integration.helpers import (
     read_ws,
     wait_status,
 )
-from tests.pgdb import PG, temp_database
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    with temp_database("safelight_scale") as name:
-        yield f"{PG}/{name}"
+def database(pg_database: str) -> str:
+    """A fresh database per test (tests/integration/conftest.py)."""
+    return pg_database
 
 
 class WorkerProcess(ManagedProcess):

@@ -7,11 +7,14 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from safelight.api.context import AppContext, ctx_of
 from safelight.api.schemas import options_view, validate_create
 from safelight.api.security import check_origin
+from safelight.blobs import image_name, preview_name
 from safelight.errors import (
     Conflict,
     NotFound,
@@ -215,6 +218,40 @@ async def retry_job(
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
+async def blob_response(
+    ctx: AppContext,
+    name: str,
+    media_type: str,
+    missing: str,
+    download: tuple[str, str] | None = None,
+) -> Response:
+    """Stream a blob from whichever store holds it: a local file by sendfile, a remote
+    blob chunk by chunk (read in the thread pool, never whole in memory).  Names are
+    attempt-scoped and never rewritten, so the response is immutable."""
+    blob = await run_in_threadpool(ctx.blobs.open, name)
+    if blob is None:
+        raise NotFound(missing)
+    headers = {"Cache-Control": IMMUTABLE}
+    if blob.path is not None:
+        blob.close()
+        if download is None:
+            return FileResponse(blob.path, media_type=media_type, headers=headers)
+        return FileResponse(
+            blob.path,
+            media_type=media_type,
+            headers=headers,
+            content_disposition_type=download[0],
+            filename=download[1],
+        )
+    headers["Content-Length"] = str(blob.size)
+    headers["ETag"] = f'"{hashlib.sha256(name.encode()).hexdigest()[:32]}"'
+    if download is not None:
+        headers["Content-Disposition"] = f'{download[0]}; filename="{download[1]}"'
+    return StreamingResponse(
+        blob.chunks, media_type=media_type, headers=headers, background=BackgroundTask(blob.close)
+    )
+
+
 @router.get("/api/jobs/{job_id}/images/{index}", summary="A final image (PNG)", tags=["images"])
 async def get_image(
     request: Request,
@@ -226,18 +263,11 @@ async def get_image(
     job = await ctx.service.get(job_id)
     if job.status is not JobStatus.COMPLETED or index >= len(job.images):
         raise NotFound(f"job {job_id} has no image {index}")
-    path = ctx.blobs.path(ctx.blobs.image_name(job.id, job.attempt, index))
-    if not path.is_file():
-        raise NotFound(f"job {job_id} has no image {index}")
-    headers = {"Cache-Control": IMMUTABLE}
+    name = image_name(job.id, job.attempt, index)
+    disposition = "attachment" if download else "inline"
     filename = f"safelight-{job.id}-{index}.png"
-    return FileResponse(
-        path,
-        media_type="image/png",
-        headers=headers,
-        content_disposition_type="attachment" if download else "inline",
-        filename=filename,
-    )
+    missing = f"job {job_id} has no image {index}"
+    return await blob_response(ctx, name, "image/png", missing, (disposition, filename))
 
 
 @router.get(
@@ -250,10 +280,8 @@ async def get_preview(
     step: Annotated[int, Path(ge=0, le=100000)],
 ) -> Response:
     ctx = ctx_of(request)
-    path = ctx.blobs.path(ctx.blobs.preview_name(job_id, attempt, step, "jpg"))
-    if not path.is_file():
-        raise NotFound("no such preview")
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
+    name = preview_name(job_id, attempt, step, "jpg")
+    return await blob_response(ctx, name, "image/jpeg", "no such preview")
 
 
 @router.get(

@@ -32,7 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from PIL import Image
 
-from safelight.blobs import BlobStore
+from safelight.blobs import BlobStore, image_name, preview_name
 from safelight.errors import (
     Cancelled,
     InternalFailure,
@@ -382,7 +382,7 @@ class Worker:
         data, width, height = await loop.run_in_executor(
             self.threads, _encode_preview, image, self.settings.preview_max_side
         )
-        name = self.blobs.preview_name(job.id, job.attempt, step, "jpg")
+        name = preview_name(job.id, job.attempt, step, "jpg")
         await loop.run_in_executor(self.threads, self.blobs.write, name, data)
         preview = {
             "step": step,
@@ -431,7 +431,7 @@ class Worker:
                     )
                     return
                 data = await loop.run_in_executor(self.threads, _encode_png, image)
-                name = self.blobs.image_name(job.id, job.attempt, index)
+                name = image_name(job.id, job.attempt, index)
                 await loop.run_in_executor(self.threads, self.blobs.write, name, data)
                 out.append(
                     {

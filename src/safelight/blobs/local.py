@@ -1,4 +1,4 @@
-"""Blob storage for previews and final images: a local directory.
+"""The ``local`` blob store: a directory (the default; in scale-out a shared mount).
 
 Files are written under attempt-scoped names (``{job}/{attempt}/...``) with an atomic
 write (temporary file, fsync, rename), so a reader never sees a truncated image and a
@@ -10,17 +10,30 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
+from safelight.blobs import Blob, check_name
 from safelight.errors import StorageFailure, StorageUnavailable
+
+if TYPE_CHECKING:
+    from safelight.config import Settings
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EIO}
 
 
-class BlobStore:
-    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+class LocalBlobStore:
+    name = "local"
+
+    def __init__(self, root: Path, min_free_bytes: int = 0, chunk_bytes: int = 256 * 1024) -> None:
         self.root = root
         self.min_free_bytes = min_free_bytes
+        self.chunk_bytes = chunk_bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBlobStore:
+        return cls(settings.blob_dir, settings.min_free_bytes, settings.blob_chunk_bytes)
 
     def ensure_ready(self) -> None:
         try:
@@ -34,23 +47,18 @@ class BlobStore:
         except OSError:
             return False
 
-    @staticmethod
-    def preview_name(job_id: str, attempt: int, step: int, ext: str) -> str:
-        return f"{job_id}/{attempt}/preview-{step:04d}.{ext}"
-
-    @staticmethod
-    def image_name(job_id: str, attempt: int, index: int) -> str:
-        return f"{job_id}/{attempt}/image-{index}.png"
+    def close(self) -> None:
+        return None
 
     def path(self, name: str) -> Path:
-        # Names are built only from ids and integers (never from request text), but keep
-        # the guarantee local: the result must stay inside the root.
-        candidate = (self.root / name).resolve()
+        # Names are checked, but keep the guarantee local: the result must stay inside
+        # the root.
+        candidate = (self.root / check_name(name)).resolve()
         if self.root.resolve() not in candidate.parents:
             raise ValueError(f"blob name escapes the blob root: {name!r}")
         return candidate
 
-    def write(self, name: str, data: bytes) -> Path:
+    def write(self, name: str, data: bytes) -> None:
         target = self.path(name)
         tmp = target.with_name(f".{target.name}.tmp")
         try:
@@ -73,4 +81,18 @@ class BlobStore:
                     detail={"errno": errno.errorcode.get(exc.errno or 0, "unknown")},
                 ) from exc
             raise
-        return target
+
+    def open(self, name: str) -> Blob | None:
+        path = self.path(name)
+        try:
+            f = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        size = os.fstat(f.fileno()).st_size
+        return Blob(size, _read_chunks(f, self.chunk_bytes), path=path, close=f.close)
+
+
+def _read_chunks(f: IO[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    with f:
+        while chunk := f.read(chunk_bytes):
+            yield chunk
