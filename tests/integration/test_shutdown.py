@@ -104,3 +104,26 @@ def test_shutdown_closes_websockets_with_1012_and_ends_sse(
     sse.join(30)
     assert outcome.get("sse_ended") and "welcome" in outcome["sse_types"]
     assert server.proc.wait(30) in CLEAN
+
+
+def test_previews_served_before_a_hand_back_keep_their_bytes(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    """Regression: the re-run after a hand-back (same attempt) rewrote the preview blobs
+    the first run had already served, although image URLs are immutable (docs/API.md)."""
+    server = live_server(step_delay_s=0.03, lease_s=30.0, preview_interval_s=0.0)
+    job = create(server.url, steps=40)
+    wait_step(server.url, job["id"], 12)
+    first_run = [e for e in all_events(server.url, job["id"]) if e["type"] == "preview"]
+    assert first_run, "no preview before the hand-back"
+    files = {e["data"]["url"]: next(server.data_dir.glob(f"blobs/{job['id']}/1/preview-"
+                                                         f"{e['data']['step']:04d}.*"))
+             for e in first_run}  # fmt: skip
+    before = {url: (path.stat().st_mtime_ns, path.stat().st_ino) for url, path in files.items()}
+    served = {url: httpx.get(f"{server.url}{url}").content for url in files}
+    assert sigterm(server) in CLEAN
+    server.start()
+    wait_status(server.url, job["id"], {"completed"}, timeout=30)
+    for url, path in files.items():
+        assert (path.stat().st_mtime_ns, path.stat().st_ino) == before[url], f"{url} rewritten"
+        assert httpx.get(f"{server.url}{url}").content == served[url]

@@ -383,7 +383,7 @@ class Worker:
             self.threads, _encode_preview, image, self.settings.preview_max_side
         )
         name = preview_name(job.id, job.attempt, step, "jpg")
-        await loop.run_in_executor(self.threads, self.blobs.write, name, data)
+        await loop.run_in_executor(self.threads, self._write_once, name, data)
         preview = {
             "step": step,
             "url": f"/api/jobs/{job.id}/previews/{job.attempt}/{step}",
@@ -391,6 +391,16 @@ class Worker:
             "height": height,
         }
         await self._event(job, token, EventType.PREVIEW, preview, preview=preview)
+
+    def _write_once(self, name: str, data: bytes) -> None:
+        """Write a preview unless this attempt already has one for the step: after a
+        hand-back the attempt runs again from step 0, and a preview URL that was served
+        must keep its bytes (docs/API.md: image bytes never change under a URL)."""
+        existing = self.blobs.open(name)
+        if existing is not None:
+            existing.close()
+            return
+        self.blobs.write(name, data)
 
     async def _upload(
         self,
