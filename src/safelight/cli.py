@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import fcntl
 import gc
-import logging
 import os
 import socket
 import sys
@@ -41,6 +40,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from safelight.api.app import create_app
     from safelight.config import Settings
+    from safelight.logs import configure_logging
 
     overrides: dict[str, Any] = {
         "host": args.host,
@@ -66,9 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"safelight: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -80,7 +78,13 @@ def serve(args: argparse.Namespace) -> int:
         ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=5,
         log_level=settings.log_level,
-        access_log=False,
+        log_config=None,  # safelight.logs configured the root logger
+        access_log=False,  # api/access_log.py writes one structured record per request
+        # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default, which lets any
+        # local process pick its client address (rate limits, stream caps): only from
+        # configured proxies here.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         lifespan="on",
     )
     server = uvicorn.Server(config)
@@ -109,6 +113,7 @@ def worker(args: argparse.Namespace) -> int:
     import signal
 
     from safelight.config import Settings
+    from safelight.logs import configure_logging
     from safelight.runtime import Runtime
 
     overrides: dict[str, Any] = {
@@ -135,9 +140,7 @@ def worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
 
     async def run() -> None:
         runtime = Runtime.build(settings)

@@ -83,6 +83,18 @@ class Settings:
     idempotency_ttl_s: float = 24 * 3600.0
     min_free_bytes: int = 64 * 1024 * 1024
 
+    # Security and logging (issue 12).  docs/security.md explains each.
+    # Host names this server answers to (DNS-rebinding guard).  Empty: loopback names
+    # when bound to loopback; otherwise IP literals and localhost.  "*" turns it off.
+    allowed_hosts: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn
+    # forwarded_allow_ips).  Empty (default): proxy headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Lookups of unknown jobs per client per minute before 429 (id probing).
+    miss_rate_per_min: int = 60
+    # "json" (one JSON object per line) or "console" (readable, still one line each).
+    log_format: str = "json"
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "safelight.db"
@@ -122,6 +134,8 @@ class Settings:
             raise ValueError("at least one transport must be enabled")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.log_format not in ("json", "console"):
+            raise ValueError("log_format must be json or console")
 
 
 def _coerce(name: str, hint: Any, raw: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -215,6 +216,16 @@ async def retry_job(
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
+def blob_file(ctx: AppContext, name: str) -> FilePath | None:
+    """The blob's file, or None when it is missing or resolves outside the blob root
+    (a symlink planted in the images directory is a miss, not a 500 or a leak)."""
+    try:
+        path = ctx.blobs.path(name)
+    except ValueError:
+        return None
+    return path if path.is_file() else None
+
+
 @router.get("/api/jobs/{job_id}/images/{index}", summary="A final image (PNG)", tags=["images"])
 async def get_image(
     request: Request,
@@ -226,8 +237,8 @@ async def get_image(
     job = await ctx.service.get(job_id)
     if job.status is not JobStatus.COMPLETED or index >= len(job.images):
         raise NotFound(f"job {job_id} has no image {index}")
-    path = ctx.blobs.path(ctx.blobs.image_name(job.id, job.attempt, index))
-    if not path.is_file():
+    path = blob_file(ctx, ctx.blobs.image_name(job.id, job.attempt, index))
+    if path is None:
         raise NotFound(f"job {job_id} has no image {index}")
     headers = {"Cache-Control": IMMUTABLE}
     filename = f"safelight-{job.id}-{index}.png"
@@ -250,8 +261,8 @@ async def get_preview(
     step: Annotated[int, Path(ge=0, le=100000)],
 ) -> Response:
     ctx = ctx_of(request)
-    path = ctx.blobs.path(ctx.blobs.preview_name(job_id, attempt, step, "jpg"))
-    if not path.is_file():
+    path = blob_file(ctx, ctx.blobs.preview_name(job_id, attempt, step, "jpg"))
+    if path is None:
         raise NotFound("no such preview")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
 
