@@ -12,7 +12,6 @@ import json
 import re
 import secrets
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -31,17 +30,9 @@ from tests import rawhttp
 from tests.chaos.conftest import Scenario, trial_factor
 from tests.chaos.supply_chain import audit_installed, run_bandit
 from tests.conftest import LiveServer
-from tests.integration.helpers import create, wait_status, ws_url
+from tests.integration.helpers import create, job_count, wait_status, ws_url
 
 Server = Callable[..., LiveServer]
-
-
-def job_count(server: LiveServer) -> int:
-    db = sqlite3.connect(f"file:{server.data_dir / 'safelight.db'}?mode=ro", uri=True)
-    try:
-        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
-    finally:
-        db.close()
 
 
 def raw_bits(token: str) -> int:
@@ -256,7 +247,7 @@ def test_s6_input_bounds(scenario: Callable[..., Scenario], live_server: Server)
         (b"\xff\xfe{}", 422),
     ]
     for _ in run.trials():
-        before = job_count(server)
+        before = job_count(server.data_dir)
         times = []
         for body in accepted:
             r = httpx.post(f"{server.url}/api/jobs", json=body, timeout=10)
@@ -278,7 +269,7 @@ def test_s6_input_bounds(scenario: Callable[..., Scenario], live_server: Server)
             run.count(stuck=int(r.status_code >= 500))
             assert r.status_code == status, (raw[:40], r.status_code, r.text[:200])
             assert r.headers["content-type"] == "application/problem+json"
-        created = job_count(server) - before
+        created = job_count(server.data_dir) - before
         run.count(duplicated=created - len(accepted))
         run.figure("rejected_requests", len(rejected) + len(raw_rejected))
         run.figure("validation_p99_s", p99(times))

@@ -3,24 +3,15 @@ after what broke.  Every request goes to a real ``safelight serve`` on 127.0.0.1
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 import httpx
 
 from tests import rawhttp
 from tests.conftest import LiveServer
-from tests.integration.helpers import create, wait_status
+from tests.integration.helpers import create, job_count, wait_status
 
 BODY = b'{"prompt":"a lighthouse","steps":3,"width":64,"height":64}'
-
-
-def job_count(server: LiveServer) -> int:
-    db = sqlite3.connect(f"file:{server.data_dir / 'safelight.db'}?mode=ro", uri=True)
-    try:
-        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
-    finally:
-        db.close()
 
 
 def post_json(server: LiveServer, body: bytes, **headers: str) -> httpx.Response:
@@ -54,7 +45,7 @@ def test_lone_surrogate_in_prompt_was_500_now_422_naming_prompt(
     r = post_json(server, b'{"prompt":"ok","\\ud800":1}')
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["field"] == "\\ud800"
-    assert job_count(server) == 0
+    assert job_count(server.data_dir) == 0
     assert "Traceback" not in server.log()
 
 
@@ -86,7 +77,7 @@ def test_dns_rebinding_host_created_a_job_now_refused_before_anything(
     )
     assert ws.status == 400
     assert ws.json()["code"] == "host_not_allowed"
-    assert job_count(server) == 1
+    assert job_count(server.data_dir) == 1
     # Loopback names a browser can use for a loopback-bound server still work.
     for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", f"[::1]:{server.port}"):
         assert rawhttp.request(server.port, "GET", "/healthz", {"Host": host}).status == 200
@@ -161,7 +152,7 @@ def test_sec_fetch_site_cross_site_was_ignored_now_403_on_create_cancel_retry(
     running = create(server.url, steps=50)
     failed = create(server.url, prompt="boom [[fail:provider@1#*]]", steps=3)
     wait_status(server.url, failed["id"], {"failed"})
-    before = job_count(server)
+    before = job_count(server.data_dir)
     for site in ("cross-site", "same-site"):
         headers = {"Sec-Fetch-Site": site}
         r = post_json(server, BODY, **headers)
@@ -176,7 +167,7 @@ def test_sec_fetch_site_cross_site_was_ignored_now_403_on_create_cancel_retry(
             )
             assert r.status_code == 403, r.text
             assert r.json()["code"] == "cross_site_request"
-    assert job_count(server) == before
+    assert job_count(server.data_dir) == before
     jobs = {
         j: httpx.get(f"{server.url}/api/jobs/{j}", timeout=10).json()
         for j in (running["id"], failed["id"])
