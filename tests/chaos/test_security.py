@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
+import resource
 import secrets
 import socket
 import time
@@ -364,6 +366,53 @@ def test_s7_slowloris_against_uvicorn(
         run.figure("legit_p99_s", p99(latencies))
         run.figure("fd_ceiling", fd_limit)
     assert run.stuck == 0
+
+
+def test_s7_slowloris_ceiling_is_the_fd_limit(
+    scenario: Callable[..., Scenario], live_server: Server
+) -> None:
+    """The ceiling, shown: with the server's descriptor limit lowered to what it uses
+    plus ``headroom``, that many slow connections lock legitimate clients out; closing them
+    lets the server recover without a restart."""
+    run = scenario("S7", "slowloris ceiling: fd limit reached locks clients out, then recovers")
+    headroom = 60
+    server = live_server()
+    assert server.proc is not None
+    pid = server.proc.pid
+    for _ in run.trials():
+        in_use = len(os.listdir(f"/proc/{pid}/fd"))
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + headroom, hard))
+        socks: list[socket.socket] = []
+        locked_out_at = None
+        try:
+            while len(socks) < headroom * 2 and locked_out_at is None:
+                for _ in range(10):
+                    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                    socks.append(s)
+                try:
+                    httpx.get(f"{server.url}/healthz", timeout=1.0)
+                except httpx.HTTPError:
+                    locked_out_at = len(socks)
+        finally:
+            for s in socks:
+                s.close()
+        recovered = False
+        deadline = time.monotonic() + 20
+        while not recovered and time.monotonic() < deadline:
+            try:
+                recovered = httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        run.count(stuck=int(not recovered))
+        if locked_out_at is None:
+            run.fail(f"{len(socks)} slow connections never locked a client out")
+        run.figure("fd_headroom", headroom)
+        run.figure("locked_out_at_slow_connections", locked_out_at)
+        run.figure("recovered_without_restart", recovered)
+    assert run.stuck == 0 and run.passed == run.trials_run, run.row()
 
 
 # ---------------------------------------------------------------- S8
