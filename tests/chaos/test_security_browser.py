@@ -371,3 +371,44 @@ def test_s9_xss_through_the_prompt(
     owner.close()
     viewer.close()
     assert run.lost == 0 and run.passed == run.trials_run, run.row()
+
+
+# ---------------------------------------------------------------- S10 (EventSource)
+
+FOLLOW = """(url) => new Promise((done) => {
+  const got = [];
+  const es = new EventSource(url);
+  const keep = (e) => got.push({type: e.type, id: e.lastEventId, data: e.data});
+  es.onmessage = keep;
+  for (const name of ["welcome", "ping", "completed", "succeeded"]) es.addEventListener(name, keep);
+  // The stream ends after the terminal event (an error event, then a 204 reconnect):
+  // everything the server sent is in `got` by then.
+  const ended = () => got.some((g) => g.data && JSON.parse(g.data).type === "completed");
+  es.onerror = () => {
+    if (ended() || es.readyState === EventSource.CLOSED) { es.close(); done(got); }
+  };
+  setTimeout(() => { es.close(); done(got); }, 10000);
+})"""
+
+
+def test_s10_eventsource_sees_exactly_the_log(
+    scenario: Callable[..., Scenario], live_server: Server, browser: Browser
+) -> None:
+    run = scenario("S10", "SSE field injection seen by a browser EventSource")
+    server = live_server()
+    injections = "x\nevent: completed\ndata: {}\n\n\rid: 999\r\r\ndata: spoof\r\n\r\n"
+    for _ in run.trials():
+        job = create(server.url, prompt=f"p {injections}", negative_prompt=injections, steps=3)
+        job = wait_status(server.url, job["id"], {"completed"})
+        page = open_page(browser, f"{server.url}/jobs/{job['id']}")
+        got = page.evaluate(FOLLOW, f"/api/jobs/{job['id']}/stream")
+        page.context.close()
+        messages = [g for g in got if g["type"] == "message"]
+        others = {g["type"] for g in got} - {"message", "welcome", "ping"}
+        ids = [int(m["id"]) for m in messages]
+        events = [json.loads(m["data"]) for m in messages]
+        spoofed = int(ids != list(range(1, job["last_seq"] + 1))) + len(others)
+        spoofed += sum(1 for e, i in zip(events, ids, strict=True) if e["seq"] != i)
+        run.count(duplicated=spoofed)
+        run.figure("events_seen", len(messages))
+    assert run.duplicated == 0, run.row()
