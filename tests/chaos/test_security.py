@@ -41,6 +41,22 @@ def raw_bits(token: str) -> int:
     return len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8
 
 
+def client_from(address: str) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def wait_no_open_streams(server: LiveServer) -> None:
+    """Streams a test closed are released when the server next writes to them."""
+    deadline = time.monotonic() + 10
+    pattern = re.compile(r"^safelight_open_streams\{[^}]*\} ([0-9.]+)$", re.MULTILINE)
+    while True:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        if all(float(v) == 0 for v in pattern.findall(text)):
+            return
+        assert time.monotonic() < deadline, "closed streams were never released"
+        time.sleep(0.05)
+
+
 def first_preview(server: LiveServer, job_id: str) -> str:
     log = httpx.get(f"{server.url}/api/jobs/{job_id}/events", timeout=10).json()["events"]
     return str(next(e["data"]["url"] for e in log if e["type"] == "preview"))
@@ -58,7 +74,7 @@ def test_s1_capability_ids(scenario: Callable[..., Scenario], live_server: Serve
     run = scenario("S1", "capability ids: unguessable, uniform refusals, misses rate-limited")
     limit = 6  # refills one token per 10 s: no refill during the probe below
     server = live_server(miss_rate_per_min=limit, concurrency=0)
-    for _ in run.trials():
+    for n_trial in run.trials():
         # Ids and manage tokens: >= 128 bits from `secrets`, no collisions.
         n = 200_000
         ids = {new_id() for _ in range(n)}
@@ -94,20 +110,21 @@ def test_s1_capability_ids(scenario: Callable[..., Scenario], live_server: Serve
 
         # Unknown ids: one answer shape (only the echoed id differs), then 429 for this
         # client only, on hits too (a prober learns nothing more at full speed).
+        # Each trial probes from its own loopback address (the last one is still blocked).
         bodies = set()
         codes = []
-        for _ in range(limit + 4):
-            probe = new_id()
-            r = httpx.get(f"{server.url}/api/jobs/{probe}", timeout=10)
-            codes.append(r.status_code)
-            if r.status_code == 404:
-                bodies.add(r.text.replace(probe, "ID"))
+        with client_from(f"127.0.0.{10 + n_trial}") as prober:
+            for _ in range(limit + 4):
+                probe = new_id()
+                r = prober.get(f"{server.url}/api/jobs/{probe}")
+                codes.append(r.status_code)
+                if r.status_code == 404:
+                    bodies.add(r.text.replace(probe, "ID"))
+            blocked = prober.get(f"{server.url}/api/jobs/{target['id']}")
         assert len(bodies) == 1, bodies
         assert codes[:limit] == [404] * limit and set(codes[limit:]) == {429}, codes
-        blocked = httpx.get(f"{server.url}/api/jobs/{target['id']}", timeout=10)
         assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
-        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
-        with other:
+        with client_from(f"127.0.0.{200 + n_trial}") as other:
             assert other.get(f"{server.url}/api/jobs/{target['id']}").status_code == 200
         run.figure("ids_generated", n)
         run.figure("id_bits", raw_bits(target["id"]))
@@ -291,6 +308,7 @@ def test_s7_stream_limits_and_oversized_ws_message(
     job = create(server.url)
     sse_url = f"{server.url}/api/jobs/{job['id']}/stream"
     for _ in run.trials():
+        wait_no_open_streams(server)
         with httpx.Client(timeout=10) as client:
             streams = [client.stream("GET", sse_url) for _ in range(cap)]
             opened = [s.__enter__() for s in streams]
