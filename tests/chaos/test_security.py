@@ -559,13 +559,15 @@ def test_s11_log_injection(scenario: Callable[..., Scenario], live_server: Serve
                 "height": 64,
             }
         ).encode()
-        rawhttp.request(
+        created = rawhttp.request(
             server.port, "POST", "/api/jobs", {"Content-Type": "application/json"}, body
-        )
+        ).json()
+        wait_status(server.url, created["id"], {"completed"})
         # A request uvicorn itself refuses (raw control byte in the target).
         rawhttp.request(server.port, "GET", b"/api/jobs/\x1b[2J\r")
         deadline = time.monotonic() + 10  # records are written just after each response
-        while not all(m.encode() in server.log_path.read_bytes() for m in sent):
+        wanted = [m.encode() for m in sent] + [b'"event":"completed"']
+        while not all(w in server.log_path.read_bytes() for w in wanted):
             assert time.monotonic() < deadline, "request records never appeared"
             time.sleep(0.02)
         raw = server.log_path.read_bytes()
@@ -592,7 +594,11 @@ def test_s11_log_injection(scenario: Callable[..., Scenario], live_server: Serve
         )
         run.figure("records", len(records))
         run.figure("raw_control_bytes", bad_bytes)
-        assert any(r.get("msg") == "job queued" and "job_id" in r for r in records)
+        # The job can be followed through its transition records (one per transition).
+        trail = [r for r in records if r.get("job_id") == created["id"]]
+        assert [r["event"] for r in trail] == ["queued", "running", "uploading", "completed"]
+        assert [r["seq"] for r in trail] == sorted(r["seq"] for r in trail)
+        assert {r["attempt"] for r in trail} == {1} and trail[-1]["status"] == "completed"
     assert run.lost == 0 and run.duplicated == 0 and run.stuck == 0, run.row()
 
 

@@ -82,7 +82,7 @@ class JobService:
                 self.metrics.event_appended(event)
             if event.type in LOGGED_EVENTS:
                 # One record per transition, from the node that committed it: grep a job id
-                # across every node's log to follow it (docs/operations.md "Logs").
+                # across every node's log to follow it (docs/security.md "Logs").
                 log.info(
                     "job %s",
                     event.type.value,
