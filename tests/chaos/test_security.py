@@ -566,8 +566,11 @@ def test_s11_log_injection(scenario: Callable[..., Scenario], live_server: Serve
         # A request uvicorn itself refuses (raw control byte in the target).
         rawhttp.request(server.port, "GET", b"/api/jobs/\x1b[2J\r")
         deadline = time.monotonic() + 10  # records are written just after each response
-        wanted = [m.encode() for m in sent] + [b'"event":"completed"']
-        while not all(w in server.log_path.read_bytes() for w in wanted):
+        done = re.compile(rb'"job_id":"%s",[^}]*"event":"completed"' % created["id"].encode())
+        while not (
+            all(m.encode() in server.log_path.read_bytes() for m in sent)
+            and done.search(server.log_path.read_bytes())
+        ):
             assert time.monotonic() < deadline, "request records never appeared"
             time.sleep(0.02)
         raw = server.log_path.read_bytes()
