@@ -16,12 +16,19 @@ from typing import Any
 
 from safelight.config import Settings
 
-# Attributes every LogRecord has; anything else on a record is a field someone passed.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# Attributes every LogRecord has; anything else on a record is a field someone passed
+# (uvicorn's "color_message" is its message again, with terminal colours).
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    """The record's own fields; None-valued ones are left out."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None}
 
 
 def _timestamp(record: logging.LogRecord) -> str:
