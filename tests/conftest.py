@@ -34,6 +34,7 @@ FAST: dict[str, Any] = {
     "sse_retry_max_ms": 200,
     "min_free_bytes": 0,
     "create_rate_per_min": 100000,
+    "miss_rate_per_min": 100000,
     "dev_faults": True,
     "log_level": "warning",
 }

@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import fcntl
 import gc
-import logging
 import os
 import socket
 import sys
@@ -83,6 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from safelight.api.app import create_app
+    from safelight.logs import configure_logging
 
     overrides: dict[str, Any] = {
         "host": args.host,
@@ -106,9 +106,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = _load_settings(overrides)
     if settings is None:
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     if (problem := blob_store_problem(settings)) is not None:
         print(f"safelight: {problem}", file=sys.stderr)
         return 2
@@ -124,7 +122,13 @@ def serve(args: argparse.Namespace) -> int:
         ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=5,
         log_level=settings.log_level,
-        access_log=False,
+        log_config=None,  # safelight.logs configured the root logger
+        access_log=False,  # api/access_log.py writes one structured record per request
+        # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default, which lets any
+        # local process pick its client address (rate limits, stream caps): only from
+        # configured proxies here.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         lifespan="on",
     )
     server = _draining_server(config, app)
@@ -197,6 +201,7 @@ def worker(args: argparse.Namespace) -> int:
     import signal
 
     from safelight.errors import SafelightError
+    from safelight.logs import configure_logging
     from safelight.runtime import Runtime
 
     overrides: dict[str, Any] = {
@@ -222,9 +227,7 @@ def worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     if (problem := blob_store_problem(settings)) is not None:
         print(f"safelight worker: {problem}", file=sys.stderr)
         return 2

@@ -107,6 +107,17 @@ class Settings:
     blob_s3_endpoint_url: str | None = None
     blob_s3_region: str | None = None
     blob_s3_timeout_s: float = 10.0
+    # Security and logging (issue 12).  docs/security.md explains each.
+    # Host names this server answers to (DNS-rebinding guard).  Empty: loopback names
+    # when bound to loopback; otherwise IP literals and localhost.  "*" turns it off.
+    allowed_hosts: tuple[str, ...] = ()
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn
+    # forwarded_allow_ips).  Empty (default): proxy headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Lookups of unknown jobs per client per minute before 429 (id probing).
+    miss_rate_per_min: int = 60
+    # "json" (one JSON object per line) or "console" (readable, still one line each).
+    log_format: str = "json"
 
     @property
     def sqlite_path(self) -> Path:
@@ -158,6 +169,8 @@ class Settings:
             raise ValueError("blob store s3 needs blob_s3_bucket")
         if self.blob_store == "postgres" and not (self.blob_database_url or self.database_url):
             raise ValueError("blob store postgres needs database_url (or blob_database_url)")
+        if self.log_format not in ("json", "console"):
+            raise ValueError("log_format must be json or console")
 
 
 def _coerce(name: str, hint: Any, raw: str) -> Any:

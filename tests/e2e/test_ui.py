@@ -21,18 +21,10 @@ import pytest
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-gpu",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 JOB_URL = re.compile(r".*/jobs/[A-Za-z0-9_-]+(\?.*)?$")

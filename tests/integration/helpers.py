@@ -7,7 +7,9 @@ They talk to a real server over real sockets; they are deliberately independent 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,3 +112,12 @@ def assert_exactly_once(events: list[dict[str, Any]]) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1)), f"gap or repeat: {seqs}"
     assert events[-1]["type"] in TERMINAL
+
+
+def job_count(data_dir: Path) -> int:
+    """Rows in an embedded server's jobs table (read-only), to prove nothing was created."""
+    db = sqlite3.connect(f"file:{data_dir / 'safelight.db'}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+    finally:
+        db.close()

@@ -13,7 +13,9 @@ from starlette.staticfiles import StaticFiles
 from safelight import __version__
 from safelight.api import docs, pages, problems, streams
 from safelight.api import jobs as job_routes
+from safelight.api.access_log import AccessLog
 from safelight.api.context import AppContext
+from safelight.api.guard import RequestGuard
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
 from safelight.runtime import Runtime
@@ -66,5 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(docs.router)
     app.mount(docs.ASSETS_PREFIX, docs.assets_app(), name="docs-assets")
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
+    # Outermost last: AccessLog sees everything, SecurityHeaders covers the guard's
+    # refusals, and the guard (Host, fetch metadata, misses) runs before any route.
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
     return app

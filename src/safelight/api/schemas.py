@@ -51,6 +51,25 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_text(value: str) -> bool:
+    """False for strings that are not Unicode text: JSON's ``\\ud800`` escapes decode to
+    lone surrogates, which cannot be encoded (stored, hashed, shown) as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+NOT_TEXT = "must be valid Unicode text (it contains a lone surrogate escape such as \\ud800)"
+
+
+def _field_name(key: Any) -> str:
+    """A client's unknown field name, safe to echo back (JSON, logs)."""
+    name = str(key)[:64]
+    return name if is_text(name) else name.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 def validate_create(
     body: Any, providers: dict[str, ProviderInfo], default_provider: str
 ) -> CreateJob:
@@ -63,7 +82,13 @@ def validate_create(
 
     for key in body:
         if key not in KNOWN_FIELDS:
-            err(str(key)[:64], "unknown field")
+            err(_field_name(key), "unknown field")
+    for name in ("prompt", "negative_prompt", "style", "provider", "parent_id"):
+        value = body.get(name)
+        if isinstance(value, str) and not is_text(value):
+            err(name, NOT_TEXT)
+            # Check the rest against a harmless stand-in (nothing is created anyway).
+            body = {**body, name: "x" if name == "prompt" else None}
 
     prompt = body.get("prompt")
     if prompt is None:

@@ -82,25 +82,39 @@ def check_origin(origin: str | None, scheme: str, host: str | None, allowed: Ite
 
 
 class RateLimiter:
-    """Token bucket per client key (requests per minute, burst of the same size)."""
+    """Token bucket per client key (events per minute, burst of the same size)."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(
+        self, per_minute: int, message: str = "too many jobs created from this address"
+    ) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(per_minute)
+        self.message = message
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def hit(self, key: str) -> None:
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def wait_s(self, key: str) -> int:
+        """0 when ``key`` may act now, else whole seconds until it may."""
+        if self.rate <= 0 or key not in self._buckets:
+            return 0
+        tokens = self._tokens(key, time.monotonic())
+        return 0 if tokens >= 1 else max(1, int((1 - tokens) / self.rate) + 1)
+
+    def spend(self, key: str) -> None:
+        """Take one token (not below zero) without refusing."""
         if self.rate <= 0:
             return
         now = time.monotonic()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self._buckets[key] = (tokens, now)
-            raise RateLimited(
-                "too many jobs created from this address; slow down",
-                retry_after=max(1, int((1 - tokens) / self.rate) + 1),
-            )
-        self._buckets[key] = (tokens - 1, now)
+        self._buckets[key] = (max(0.0, self._tokens(key, now) - 1), now)
         if len(self._buckets) > 10_000:  # bounded memory
             self._buckets.clear()
+
+    def hit(self, key: str) -> None:
+        """Take one token, or raise ``RateLimited`` (with Retry-After) when there is none."""
+        wait = self.wait_s(key)
+        if wait:
+            raise RateLimited(f"{self.message}; slow down", retry_after=wait)
+        self.spend(key)

@@ -83,7 +83,10 @@ class LocalBlobStore:
             raise
 
     def open(self, name: str) -> Blob | None:
-        path = self.path(name)
+        try:
+            path = self.path(name)
+        except ValueError:  # resolves outside the root (a planted symlink): a miss
+            return None
         try:
             f = path.open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 from collections.abc import Iterable
@@ -22,6 +23,11 @@ from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
 from safelight.streaming.broadcaster import Broadcaster
 from safelight.types import EventType, JobStatus
+
+log = logging.getLogger("safelight.jobs")
+# Events that change what a job is doing (progress/preview/position are too chatty to log).
+LOGGED_EVENTS = frozenset(EventType) - {EventType.PROGRESS, EventType.PREVIEW, EventType.POSITION}
+STATUS_AFTER = {e: JobStatus(e.value) for e in EventType if e.value in set(JobStatus)}
 
 
 class Metrics(Protocol):
@@ -71,9 +77,26 @@ class JobService:
         """Events this process just committed.  Embedded: fan them out at once.
         Scale-out: the PostgreSQL listener delivers them (to every node, this one too)."""
         events = list(events)
-        if self.metrics is not None:
-            for event in events:
+        for event in events:
+            if self.metrics is not None:
                 self.metrics.event_appended(event)
+            if event.type in LOGGED_EVENTS:
+                # One record per transition, from the node that committed it: grep a job id
+                # across every node's log to follow it (docs/security.md "Logs").
+                log.info(
+                    "job %s",
+                    event.type.value,
+                    extra={
+                        "job_id": event.job_id,
+                        "attempt": event.attempt,
+                        "seq": event.seq,
+                        "event": event.type.value,
+                        "status": STATUS_AFTER.get(event.type),
+                        "node": self.settings.node_name,
+                        "reason": event.data.get("reason"),
+                        "code": (event.data.get("error") or {}).get("code"),
+                    },
+                )
         if self.settings.database_url is None:
             self.deliver(events)
 

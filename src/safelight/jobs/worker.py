@@ -414,10 +414,12 @@ class Worker:
         total = len(images)
         try:
             if total != s["num_images"] or any(
-                im.size != (s["width"], s["height"]) for im in images
+                not isinstance(im, Image.Image) or im.size != (s["width"], s["height"])
+                for im in images
             ):
                 raise ProviderFailure(
-                    "The generator returned images of the wrong number or size.",
+                    "The generator returned something other than images of the requested "
+                    "number and size.",
                     code="invalid_output",
                     retryable=True,
                 )

@@ -17,6 +17,8 @@ KIND is one of:
   worker's stall deadline fires, then report the step again (by then the worker has given
   up on the attempt, so the callback raises ``Cancelled`` and the thread ends);
 * ``crash``: raise ``SimulatedCrash``, as if the worker process died.
+* ``output``: finish every step, then return HTML bytes instead of images (a provider
+  gone wrong; the worker must fail the job with ``invalid_output`` and store nothing).
 
 The fault fires inside step processing: after the inner provider reports step STEP (the
 real callback runs first, so progress shows STEP) and before control returns to it.
@@ -32,6 +34,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 from PIL import Image
 
@@ -46,6 +49,9 @@ from safelight.providers.base import (
 )
 
 HANG_CHUNK_S = 0.02
+# What an ``output`` fault returns in place of each image: markup a browser would run if
+# it were ever served as a page.
+NOT_AN_IMAGE = b"<html><script>window.__pwned=1</script></html>"
 
 
 class SimulatedCrash(BaseException):
@@ -63,6 +69,7 @@ class FaultKind(enum.StrEnum):
     TIMEOUT = "timeout"
     INTERNAL = "internal"
     CRASH = "crash"
+    OUTPUT = "output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ class FaultDirective:
 
 
 _DIRECTIVE = re.compile(
-    r"\s*\[\[fail:(?P<kind>provider|timeout|internal|crash)@(?P<step>[1-9][0-9]*)"
+    r"\s*\[\[fail:(?P<kind>provider|timeout|internal|crash|output)@(?P<step>[1-9][0-9]*)"
     r"(?:#(?P<attempts>\*|[1-9][0-9]*(?:,[1-9][0-9]*)*))?\]\]",
     re.IGNORECASE,
 )
@@ -129,10 +136,14 @@ class FaultInjectingProvider:
         def step_with_faults(step: int, total: int, preview: PreviewFn | None) -> None:
             on_step(step, total, preview)
             for fault in armed:
-                if fault.step == step:
+                if fault.step == step and fault.kind is not FaultKind.OUTPUT:
                     self._fire(fault, step, total, preview, on_step)
 
-        return self._inner.generate(inner_request, step_with_faults)
+        images = self._inner.generate(inner_request, step_with_faults)
+        if any(f.kind is FaultKind.OUTPUT for f in armed):
+            junk: Any = [NOT_AN_IMAGE] * len(images)  # deliberately the wrong type
+            return cast(list[Image.Image], junk)
+        return images
 
     def _fire(
         self,

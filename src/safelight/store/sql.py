@@ -41,7 +41,8 @@ EtaFn = Callable[[int], float | None]
 # PostgreSQL: every appended event is announced on this channel as "job_id:seq" (ids only;
 # the table is the source of truth), delivered at commit, to every API node's listener.
 NOTIFY_CHANNEL = "safelight_events"
-CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}
+# nosec B105: "lease_token" is a column name being cleared, not a password.
+CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}  # nosec B105
 ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
 
 

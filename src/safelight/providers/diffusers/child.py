@@ -244,7 +244,7 @@ class Runner:
         try:
             if self.device.startswith("cuda"):
                 self.torch.cuda.empty_cache()
-        except Exception:  # noqa: S110 - best effort
+        except Exception:  # noqa: S110  # nosec B110 - freeing cache is best effort
             pass
 
 
