@@ -83,9 +83,10 @@ class LocalBlobStore:
             raise
 
     def open(self, name: str) -> Blob | None:
+        check_name(name)  # a malformed name is a caller's bug: ValueError
         try:
             path = self.path(name)
-        except ValueError:  # resolves outside the root (a planted symlink): a miss
+        except ValueError:  # a valid name resolving outside the root (planted symlink)
             return None
         try:
             f = path.open("rb")
