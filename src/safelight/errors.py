@@ -21,6 +21,7 @@ bodies back to the same classes (see ``safelight.client``).
     │   ├── StorageFailure             type ``storage``
     │   └── InternalFailure            type ``internal``
     ├── Cancelled                      raised from a provider's step callback on cancel
+    ├── WebhookRejected                a webhook delivery failed verification (client helper)
     └── LeaseLost                      a fenced worker write matched nothing: stop at once
 
 ``code`` values are stable strings that clients may switch on.
@@ -181,3 +182,12 @@ class LeaseLost(SafelightError):
 
     code = "lease_lost"
     title = "The worker no longer holds this job's lease"
+
+
+class WebhookRejected(SafelightError):
+    """A received webhook is not authentic: bad or missing signature, or a timestamp
+    outside the tolerance (``safelight.client.webhooks.verify``)."""
+
+    status = 400
+    code = "webhook_rejected"
+    title = "The webhook signature is not valid"

@@ -21,9 +21,12 @@ from safelight.jobs.worker import Worker
 from safelight.metrics import Metrics
 from safelight.providers import create_provider
 from safelight.providers.base import Provider
+from safelight.store import webhooks as webhook_rows
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
 from safelight.streaming.broadcaster import Broadcaster
+from safelight.webhooks.dispatcher import Dispatcher
+from safelight.webhooks.signing import load_or_create_secret
 
 if TYPE_CHECKING:
     from safelight.streaming.pg_listener import PgListener
@@ -40,6 +43,7 @@ class Runtime:
     service: JobService
     metrics: Metrics
     listener: PgListener | None = None
+    dispatcher: Dispatcher | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     threads: ThreadPoolExecutor | None = None
 
@@ -62,7 +66,12 @@ class Runtime:
             from safelight.streaming.pg_listener import PgListener
 
             listener = PgListener(settings.database_url, store, broadcaster, service.deliver)
-        return cls(settings, store, blobs, broadcaster, service, metrics, listener)
+        dispatcher = None
+        if settings.webhook_dispatch:
+            secret = load_or_create_secret(settings.webhook_secret, settings.data_dir)
+            dispatcher = Dispatcher(settings, store, metrics, secret, f"{settings.node_name}-wh")
+            service.listeners.append(dispatcher.notice)
+        return cls(settings, store, blobs, broadcaster, service, metrics, listener, dispatcher)
 
     @property
     def embedded(self) -> bool:
@@ -72,6 +81,11 @@ class Runtime:
         s = self.settings
         if self.listener is not None:
             self.tasks.append(asyncio.create_task(self.listener.run(), name="listener"))
+        if self.dispatcher is not None:
+            if self.embedded:
+                # Same reasoning as the job reaper below: nobody else can hold a claim.
+                await self.store.write(webhook_rows.release_leases)
+            self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhooks"))
         if not (s.run_workers and s.concurrency > 0):
             return
         for provider in self.service.providers.values():

@@ -10,7 +10,7 @@ from starlette.staticfiles import StaticFiles
 
 from safelight import __version__
 from safelight.api import jobs as job_routes
-from safelight.api import pages, problems, streams
+from safelight.api import lineage, pages, problems, streams
 from safelight.api.context import AppContext
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
@@ -46,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     app.include_router(job_routes.router)
+    app.include_router(lineage.router)
     app.include_router(streams.router)
     app.router.routes.extend(streams.websocket_routes)
     app.include_router(pages.router)
