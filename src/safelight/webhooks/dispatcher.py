@@ -82,7 +82,9 @@ class Dispatcher:
                     task = asyncio.create_task(self._attempt(delivery))
                     self.in_flight.add(task)
                     task.add_done_callback(self._finished)
-                if len(claimed) < free:
+                if not claimed or len(claimed) < free:
+                    # Nothing (more) due, or every slot busy: until an event, a freed
+                    # slot, or the next poll.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), self.settings.webhook_poll_s)
         finally:
