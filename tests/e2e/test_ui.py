@@ -653,7 +653,8 @@ def test_family_strip_compare_and_webhook_deliveries(
         expect(page.locator("#compare-cap-b")).to_have_text("this job · attempt 1")
         expect(page.locator("#compare-cap-a")).to_have_text(f"job {root['id'][:6]} · attempt 2")
         page.wait_for_function(
-            "() => ['a', 'b'].every(s => document.getElementById('compare-img-' + s).naturalWidth > 0)"
+            "() => ['a', 'b'].every("
+            "s => document.getElementById('compare-img-' + s).naturalWidth > 0)"
         )
         page.select_option("#compare-a", index=1)
         expect(page.locator("#compare-cap-a")).to_have_text("this job · attempt 1")
