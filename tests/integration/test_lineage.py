@@ -89,3 +89,24 @@ def test_a_running_job_shows_its_current_attempt(live_server: Callable[..., Live
     (member,) = family["jobs"]
     assert [a["outcome"] for a in member["attempts"]] == ["running"]
     assert member["images"] == []
+
+
+def test_python_client_reads_family_and_deliveries(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    from safelight.client import Client
+
+    server = live_server(webhook_allowed_hosts="127.0.0.1")
+    with Client(server.url) as client:
+        job = client.create("a kite", steps=2, webhook="http://127.0.0.1:9/hook?k=v")
+        assert job.raw["webhook"] == {
+            "url": "http://127.0.0.1:9/hook?…",
+            "events": ["completed", "failed", "cancelled"],
+        }
+        child = client.restart(job.id, prompt="a blue kite")
+        family = client.family(child.id)
+        assert [j["id"] for j in family["jobs"]] == [job.id, child.id]
+        assert family["jobs"][1]["change"]["kind"] == "edited_prompt"
+        hooks = client.webhook_deliveries(job.id)
+        assert hooks["webhook"]["events"] == ["completed", "failed", "cancelled"]
+        assert client.webhook_deliveries(child.id)["webhook"] is None

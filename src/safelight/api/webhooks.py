@@ -24,7 +24,7 @@ WEBHOOK_BODY_SCHEMA: dict[str, Any] = {
         "Public http(s) addresses only unless the server allows more."
     ),
     "properties": {
-        "url": {"type": "string", "maxLength": URL_MAX, "format": "uri"},
+        "url": {"type": "string", "maxLength": URL_MAX, "description": "http(s) URL"},
         "events": {
             "type": "array",
             "minItems": 1,
