@@ -220,3 +220,12 @@ def test_two_dispatchers_never_send_one_delivery_at_once(pg_url: str, tmp_path: 
             assert senders == {"node-0", "node-1"}  # both nodes took part
         finally:
             check.close()
+
+
+def test_a_name_that_does_not_resolve_is_retried_not_blocked() -> None:
+    async def nothing(url: WebhookUrl, timeout_s: float) -> list[IPAddress]:
+        return []
+
+    result = asyncio.run(send("http://gone.invalid/", b"{}", {}, Policy(), LIMITS, nothing))
+    assert not result.blocked and not result.delivered
+    assert "did not resolve" in (result.error or "")

@@ -220,13 +220,11 @@ SSRF_CORPUS = [
 
 def test_ssrf_corpus_is_refused_with_422(live_server: Callable[..., LiveServer]) -> None:
     server = live_server()  # no allowlist: the default policy
-    before = httpx.get(f"{server.url}/metrics").text.count("queued")
     for url in SSRF_CORPUS:
         r = httpx.post(f"{server.url}/api/jobs", json={"prompt": "x", "webhook": {"url": url}})
         assert r.status_code == 422, (url, r.text)
         fields = [e["field"] for e in r.json()["errors"]]
         assert fields == ["webhook.url"], (url, r.json())
-    assert httpx.get(f"{server.url}/metrics").text.count("queued") == before
     counts = httpx.get(f"{server.url}/metrics").text
     assert 'safelight_jobs{status="queued"} 0.0' in counts  # no job was created
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import h11
 
 from safelight import __version__
-from safelight.webhooks.ssrf import Policy, Resolver, UrlRefused, check_url, resolve
+from safelight.webhooks.ssrf import (
+    HostUnresolved,
+    Policy,
+    Resolver,
+    UrlRefused,
+    check_url,
+    resolve,
+)
 
 USER_AGENT = f"Safelight-Webhooks/{__version__}"
 
@@ -55,10 +62,11 @@ async def send(
 
     try:
         target, address = await check_url(url, policy, limits.connect_timeout_s, resolver)
+    except HostUnresolved as exc:
+        return done(None, str(exc))  # DNS may answer again later: retried
     except UrlRefused as exc:
-        # A name that no longer resolves may come back; an address the policy refuses
-        # (e.g. DNS now answers 127.0.0.1) will not be sent to.
-        return done(None, f"refused: {exc}", blocked="could not be resolved" not in str(exc))
+        # An address the policy refuses (e.g. DNS now answers 127.0.0.1): never sent to.
+        return done(None, f"refused: {exc}", blocked=True)
     tls = None
     if target.scheme == "https":
         tls = ssl.create_default_context()

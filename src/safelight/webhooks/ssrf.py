@@ -41,6 +41,10 @@ class UrlRefused(ValueError):
     """The URL or its address is not allowed; the message says why in plain words."""
 
 
+class HostUnresolved(UrlRefused):
+    """The host did not resolve (now): worth another try later, unlike a refusal."""
+
+
 @dataclass(frozen=True)
 class WebhookUrl:
     scheme: str  # http | https
@@ -171,7 +175,7 @@ def check_addresses(url: WebhookUrl, addresses: list[IPAddress], policy: Policy)
     """The address to connect to, or ``UrlRefused``.  Every resolved address must pass:
     a name that resolves to one public and one private address is refused."""
     if not addresses:
-        raise UrlRefused(f"host {url.host} did not resolve to any address")
+        raise HostUnresolved(f"host {url.host} did not resolve to any address")
     if policy.names_host(url.host):
         return addresses[0]
     for ip in addresses:
@@ -196,7 +200,7 @@ async def resolve(url: WebhookUrl, timeout_s: float) -> list[IPAddress]:
             loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM), timeout_s
         )
     except (OSError, TimeoutError) as exc:
-        raise UrlRefused(f"host {url.host} could not be resolved") from exc
+        raise HostUnresolved(f"host {url.host} could not be resolved") from exc
     out: list[IPAddress] = []
     for family, _type, _proto, _canon, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
