@@ -227,7 +227,9 @@ def record_attempt(
         now = store._now(conn)
         d = webhook_deliveries.c
         current = conn.execute(
-            select(d.created_ms).where((d.id == delivery.id) & (d.lease_token == delivery.token))
+            select(d.created_ms)
+            .where((d.id == delivery.id) & (d.lease_token == delivery.token))
+            .with_for_update()  # PostgreSQL: no other claim can slip in before the update
         ).first()
         if current is None:
             raise LeaseLost(f"delivery {delivery.id}: lease token no longer valid")
