@@ -96,6 +96,24 @@ def test_signed_deliveries_carry_job_id_and_seq(
     assert "secret" not in httpx.get(f"{server.url}/api/jobs/{job['id']}").text
 
 
+def test_progress_and_preview_subscriptions(
+    live_server: Callable[..., LiveServer], receiver: Receiver
+) -> None:
+    server = live_server(**HOOKS)
+    job = create(
+        server.url, steps=6, webhook={"url": receiver.url, "events": ["progress", "preview"]}
+    )
+    wait_status(server.url, job["id"], {"completed"})
+    log = httpx.get(f"{server.url}/api/jobs/{job['id']}/events").json()["events"]
+    wanted = {e["seq"]: e["type"] for e in log if e["type"] in ("progress", "preview")}
+    assert "progress" in wanted.values() and "preview" in wanted.values()
+    items = wait_deliveries(server, job["id"], lambda d: len(d) == len(wanted) and all_final(d))
+    assert {d["seq"]: d["event"] for d in items} == wanted
+    got = receiver.wait_for(len(wanted))
+    assert sorted(r.json["data"]["seq"] for r in got) == sorted(wanted)
+    assert {r.json["type"] for r in got} == {"job.progress", "job.preview"}
+
+
 def test_retries_after_500s_and_a_timeout(
     live_server: Callable[..., LiveServer], receiver: Receiver
 ) -> None:

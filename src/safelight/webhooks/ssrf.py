@@ -181,7 +181,9 @@ def check_addresses(url: WebhookUrl, addresses: list[IPAddress], policy: Policy)
     for ip in addresses:
         problem = address_problem(ip)
         if problem is not None and not policy.allows_address(ip):
-            where = "" if url.is_literal else f" ({url.host} resolves to {ip})"
+            # The resolved address itself is not echoed: the message goes to whoever
+            # created the job, and internal DNS answers are none of their business.
+            where = "" if url.is_literal else f" ({url.host} resolves to it)"
             raise UrlRefused(
                 f"points to {problem}{where}; webhooks may only call public addresses "
                 "unless the server's webhook_allowed_hosts names it"
