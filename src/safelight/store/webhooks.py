@@ -165,6 +165,26 @@ def delivery_body(store: SqlStore, delivery_id: str) -> dict[str, Any] | None:
 # -- dispatcher writes ----------------------------------------------------------------
 
 
+def _due(now: int) -> Any:
+    d = webhook_deliveries.c
+    return (
+        (d.status == PENDING)
+        & (d.next_attempt_ms <= now)
+        & (d.lease_expires_ms.is_(None) | (d.lease_expires_ms < now))
+    )
+
+
+def has_due(store: SqlStore) -> bool:
+    """A read (off the single writer): is anything due?  Dispatchers wake on every
+    progress event of every job, and most jobs have no webhook."""
+    with store._read() as conn:
+        now = store._now(conn)
+        return (
+            conn.execute(select(webhook_deliveries.c.id).where(_due(now)).limit(1)).first()
+            is not None
+        )
+
+
 def claim(store: SqlStore, node: str, lease_ms: int, limit: int) -> list[Delivery]:
     """Up to ``limit`` due deliveries, each under a fresh lease token.  On PostgreSQL rows
     locked by another node's claim are skipped; a leased row is due only once its lease
@@ -172,16 +192,7 @@ def claim(store: SqlStore, node: str, lease_ms: int, limit: int) -> list[Deliver
     with store._tx() as conn:
         now = store._now(conn)
         d = webhook_deliveries.c
-        query = (
-            select(d.id)
-            .where(
-                (d.status == PENDING)
-                & (d.next_attempt_ms <= now)
-                & (d.lease_expires_ms.is_(None) | (d.lease_expires_ms < now))
-            )
-            .order_by(d.next_attempt_ms, d.id)
-            .limit(limit)
-        )
+        query = select(d.id).where(_due(now)).order_by(d.next_attempt_ms, d.id).limit(limit)
         if not store.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         out: list[Delivery] = []

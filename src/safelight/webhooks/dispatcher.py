@@ -75,7 +75,8 @@ class Dispatcher:
                 claimed: list[rows.Delivery] = []
                 if free > 0:
                     try:
-                        claimed = await self.store.write(rows.claim, self.node, lease_ms, free)
+                        if await self.store.read(rows.has_due):
+                            claimed = await self.store.write(rows.claim, self.node, lease_ms, free)
                     except Exception:
                         log.exception("webhook claim failed; retrying")
                 for delivery in claimed:
