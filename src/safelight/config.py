@@ -93,6 +93,8 @@ class Settings:
     webhook_connect_timeout_s: float = 5.0
     webhook_read_timeout_s: float = 10.0
     webhook_max_response_bytes: int = 64 * 1024
+    # Extra CA certificates (PEM file) trusted for https receivers, e.g. an internal CA.
+    webhook_ca_file: str | None = None
     # Retries: min(max, base * 2^(n-1)) scaled by a random factor in [0.5, 1].
     webhook_backoff_base_s: float = 2.0
     webhook_backoff_max_s: float = 600.0

@@ -229,3 +229,67 @@ def test_a_name_that_does_not_resolve_is_retried_not_blocked() -> None:
     result = asyncio.run(send("http://gone.invalid/", b"{}", {}, Policy(), LIMITS, nothing))
     assert not result.blocked and not result.delivered
     assert "did not resolve" in (result.error or "")
+
+
+# -- https: connect to the checked address, verify the certificate for the host name ----
+
+
+def make_ca_and_cert(tmp_path: Path, host: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``host`` (openssl CLI)."""
+    import subprocess
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "1", "-subj", "/CN=safelight test CA")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+        "-subj", f"/CN={host}")  # fmt: skip
+    (tmp_path / "ext.cnf").write_text(f"subjectAltName=DNS:{host}\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "srv.pem", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    return tmp_path / "ca.pem", tmp_path / "srv.pem", tmp_path / "srv.key"
+
+
+def test_https_verifies_the_host_name_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    from safelight.webhooks.sender import tls_context
+
+    ca, cert, key = make_ca_and_cert(tmp_path, "hooks.invalid")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    async def scenario() -> list[tuple[bool, str | None]]:
+        seen: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                seen.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        trusted = Limits(1.0, 1.0, 4096, tls_context(str(ca)))
+        out = []
+        async with server:
+            for url, limits in (
+                (f"https://hooks.invalid:{port}/x", trusted),  # right name, trusted CA
+                (f"https://other.invalid:{port}/x", trusted),  # name not on the cert
+                (f"https://hooks.invalid:{port}/x", LIMITS),  # CA not trusted
+            ):
+                result = await send(url, b"{}", {}, LOOPBACK, limits, answers("127.0.0.1"))
+                out.append((result.delivered, result.error))
+        assert len(seen) == 1 and b"Host: hooks.invalid:" in seen[0]
+        return out
+
+    (ok, _), (wrong_name, e1), (untrusted, e2) = asyncio.run(scenario())
+    assert ok
+    assert not wrong_name and "CERTIFICATE" in (e1 or "").upper()
+    assert not untrusted and "CERTIFICATE" in (e2 or "").upper()

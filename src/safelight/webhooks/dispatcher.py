@@ -26,7 +26,7 @@ from safelight.store import webhooks as rows
 from safelight.store.runner import AsyncStore
 from safelight.types import WEBHOOK_EVENT_OF, AttemptOutcome
 from safelight.webhooks import signing
-from safelight.webhooks.sender import Limits, send
+from safelight.webhooks.sender import Limits, send, tls_context
 from safelight.webhooks.ssrf import Policy
 
 log = logging.getLogger("safelight.webhooks")
@@ -55,6 +55,7 @@ class Dispatcher:
             settings.webhook_connect_timeout_s,
             settings.webhook_read_timeout_s,
             settings.webhook_max_response_bytes,
+            tls_context(settings.webhook_ca_file),
         )
         self.wake = asyncio.Event()
         self.in_flight: set[asyncio.Task[None]] = set()
