@@ -118,6 +118,28 @@ class Settings:
     miss_rate_per_min: int = 60
     # "json" (one JSON object per line) or "console" (readable, still one line each).
     log_format: str = "json"
+    # -- Webhooks (issue 9; docs/webhooks.md) --
+    # Signing secret, Standard Webhooks form "whsec_<base64>".  None: generated once and
+    # kept in data_dir/webhook_secret (mode 0600); scale-out nodes share the data dir.
+    webhook_secret: str | None = None
+    # Hostnames or IPs/CIDRs a webhook may reach although they are not public addresses
+    # (loopback, private, link-local...).  Empty: public addresses only.
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_connect_timeout_s: float = 5.0
+    webhook_read_timeout_s: float = 10.0
+    webhook_max_response_bytes: int = 64 * 1024
+    # Extra CA certificates (PEM file) trusted for https receivers, e.g. an internal CA.
+    webhook_ca_file: str | None = None
+    # Retries: min(max, base * 2^(n-1)) scaled by a random factor in [0.5, 1].
+    webhook_backoff_base_s: float = 2.0
+    webhook_backoff_max_s: float = 600.0
+    # A delivery that has not succeeded this long after its event gives up.
+    webhook_retry_for_s: float = 6 * 3600.0
+    # A sender's claim on a delivery; must outlast connect + read timeouts.
+    webhook_lease_s: float = 30.0
+    webhook_poll_s: float = 1.0
+    webhook_concurrency: int = 8
+    webhook_dispatch: bool = True
 
     @property
     def sqlite_path(self) -> Path:
@@ -171,6 +193,12 @@ class Settings:
             raise ValueError("blob store postgres needs database_url (or blob_database_url)")
         if self.log_format not in ("json", "console"):
             raise ValueError("log_format must be json or console")
+        if self.webhook_lease_s <= self.webhook_connect_timeout_s + self.webhook_read_timeout_s:
+            # A sender still waiting on a receiver must never lose its claim to another
+            # node mid-request (two senders at once for one delivery).
+            raise ValueError("webhook_lease_s must exceed the webhook connect + read timeouts")
+        if self.webhook_concurrency < 1:
+            raise ValueError("webhook_concurrency must be >= 1")
 
 
 def _coerce(name: str, hint: Any, raw: str) -> Any:

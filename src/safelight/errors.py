@@ -24,6 +24,7 @@ bodies back to the same classes (see ``safelight.client``).
     │   ├── StorageFailure             type ``storage``
     │   └── InternalFailure            type ``internal``
     ├── Cancelled                      raised from a provider's step callback on cancel
+    ├── WebhookRejected                a webhook delivery failed verification (client helper)
     ├── LeaseLost                      a fenced worker write matched nothing: stop at once
     └── MissingExtra                   a chosen mode needs an optional package (CLI: exit 2)
 
@@ -214,3 +215,12 @@ class MissingExtra(SafelightError):
     def __init__(self, what: str, extra: str) -> None:
         super().__init__(f"{what} needs the {extra} extra: pip install 'safelight[{extra}]'")
         self.extra_name = extra
+
+
+class WebhookRejected(SafelightError):
+    """A received webhook is not authentic: bad or missing signature, or a timestamp
+    outside the tolerance (``safelight.client.webhooks.verify``)."""
+
+    status = 400
+    code = "webhook_rejected"
+    title = "The webhook signature is not valid"

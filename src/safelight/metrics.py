@@ -37,6 +37,24 @@ class Metrics:
         )
         self._latency_children: dict[str, Any] = {}
         self.polls = Counter("safelight_polls", "Polling requests answered", registry=self.registry)
+        # -- Webhooks (issue 9) --
+        self.webhook_attempts = Counter(
+            "safelight_webhook_attempts",
+            "Webhook delivery attempts by outcome (delivered, retrying, gave_up, blocked)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_queue = Gauge(
+            "safelight_webhook_queue_depth",
+            "Webhook deliveries not yet delivered or given up (all nodes)",
+            registry=self.registry,
+        )
+        self.webhook_latency = Histogram(
+            "safelight_webhook_latency_seconds",
+            "Duration of one webhook attempt, resolve to response",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
 
     def event_appended(self, event: Event) -> None:
         self.events.labels(event.type.value).inc()
@@ -48,7 +66,13 @@ class Metrics:
             child = self._latency_children[transport] = self.latency.labels(transport)
         child.observe(max(0.0, time.time() - event.ts_ms / 1000))
 
-    def render(self, job_counts: dict[str, int]) -> bytes:
+    def webhook_attempt(self, outcome: str, seconds: float) -> None:
+        self.webhook_attempts.labels(outcome).inc()
+        self.webhook_latency.observe(seconds)
+
+    def render(self, job_counts: dict[str, int], webhook_queue: int | None = None) -> bytes:
+        if webhook_queue is not None:
+            self.webhook_queue.set(webhook_queue)
         for status in ("queued", "running", "uploading", "completed", "failed", "cancelled"):
             self.jobs.labels(status).set(job_counts.get(status, 0))
         return generate_latest(self.registry)

@@ -32,10 +32,13 @@ from safelight.metrics import Metrics
 from safelight.providers import create_provider
 from safelight.providers.base import Provider
 from safelight.retry import Backoff
+from safelight.store import webhooks as webhook_rows
 from safelight.store.migrate import SchemaPolicy
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
 from safelight.streaming.broadcaster import Broadcaster
+from safelight.webhooks.dispatcher import Dispatcher
+from safelight.webhooks.signing import load_or_create_secret
 
 if TYPE_CHECKING:
     from safelight.streaming.pg_listener import PgListener
@@ -52,6 +55,7 @@ class Runtime:
     service: JobService
     metrics: Metrics
     listener: PgListener | None = None
+    dispatcher: Dispatcher | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     threads: ThreadPoolExecutor | None = None
     workers: list[Worker] = field(default_factory=list)
@@ -94,7 +98,12 @@ class Runtime:
                 # NOTIFYs sent while disconnected are gone: idle slots look for work.
                 on_reconnect=service.work_available.set,
             )
-        return cls(settings, store, blobs, broadcaster, service, metrics, listener)
+        dispatcher = None
+        if settings.webhook_dispatch:
+            secret = load_or_create_secret(settings.webhook_secret, settings.data_dir)
+            dispatcher = Dispatcher(settings, store, metrics, secret, f"{settings.node_name}-wh")
+            service.listeners.append(dispatcher.notice)
+        return cls(settings, store, blobs, broadcaster, service, metrics, listener, dispatcher)
 
     @property
     def embedded(self) -> bool:
@@ -104,6 +113,11 @@ class Runtime:
         s = self.settings
         if self.listener is not None:
             self._spawn(self.listener.run(), "listener")
+        if self.dispatcher is not None:
+            if self.embedded:
+                # Same reasoning as the job reaper below: nobody else can hold a claim.
+                await self.store.write(webhook_rows.release_leases)
+            self._spawn(self.dispatcher.run(), "webhooks")
         if not (s.run_workers and s.concurrency > 0):
             return
         for provider in self.service.providers.values():

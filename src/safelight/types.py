@@ -104,3 +104,46 @@ class Transport(enum.StrEnum):
     WS = "ws"
     SSE = "sse"
     POLL = "poll"
+
+
+# -- Webhooks (issue 9) -------------------------------------------------------------------
+
+
+class WebhookEvent(enum.StrEnum):
+    """What a webhook may subscribe to; each names one event type of the job log."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    PREVIEW = "preview"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+WEBHOOK_EVENT_OF: dict[EventType, WebhookEvent] = {
+    EventType.RUNNING: WebhookEvent.STARTED,
+    EventType.PROGRESS: WebhookEvent.PROGRESS,
+    EventType.PREVIEW: WebhookEvent.PREVIEW,
+    EventType.COMPLETED: WebhookEvent.COMPLETED,
+    EventType.FAILED: WebhookEvent.FAILED,
+    EventType.CANCELLED: WebhookEvent.CANCELLED,
+}
+DEFAULT_WEBHOOK_EVENTS = (WebhookEvent.COMPLETED, WebhookEvent.FAILED, WebhookEvent.CANCELLED)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A webhook delivery: ``pending`` until one attempt gets a 2xx (``delivered``) or the
+    retry window closes / the address is refused (``failed``)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """One try at sending a delivery."""
+
+    DELIVERED = "delivered"  # 2xx
+    RETRYING = "retrying"  # an error or non-2xx; another attempt is scheduled
+    GAVE_UP = "gave_up"  # an error or non-2xx after the retry window closed
+    BLOCKED = "blocked"  # the address is not allowed (checked again at send time)

@@ -578,3 +578,91 @@ def test_phone_width_and_keyboard(
     wait_status(page, "Completed")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "completed-phone", full_page=True)
+
+
+# ---------------------------------------------------------------- issue 9: family + webhooks
+
+
+def test_family_strip_compare_and_webhook_deliveries(
+    live_server: Callable[..., Any], page: Page
+) -> None:
+    from tests.integration.receiver import Receiver, running
+
+    with running(Receiver(plan=[500])) as receiver:
+        server = live_server(
+            step_delay_s=0.01,
+            webhook_allowed_hosts="127.0.0.1",
+            webhook_backoff_base_s=0.05,
+            webhook_poll_s=0.05,
+        )
+        hook = {"url": f"{receiver.url}?token=s3cret", "events": ["failed", "completed"]}
+        root = api_create(
+            server, prompt="A fox in the snow [[fail:provider@2]]", steps=4, webhook=hook
+        )
+        deadline = time.monotonic() + 30
+        while api_job(server, root["id"])["status"] != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = httpx.post(
+            f"{server.url}/api/jobs/{root['id']}/retry",
+            headers={"Authorization": f"Bearer {root['manage_token']}"},
+        )
+        assert r.status_code == 202
+        edited_prompt = f"A red fox in the snow {XSS}"
+        child = api_create(server, prompt=edited_prompt, steps=4, parent_id=root["id"])
+        for job_id in (root["id"], child["id"]):
+            while api_job(server, job_id)["status"] != "completed":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        csp: list[str] = []
+        page.on(
+            "console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text else None
+        )
+        # A share-link viewer (no token in this browser) of the restart.
+        page.goto(f"{server.url}/jobs/{child['id']}")
+        wait_status(page, "Completed")
+        strip = page.locator("#family-strip li")
+        expect(strip).to_have_count(4)
+        texts = [t.strip() for t in page.locator("#family-strip li a").all_inner_texts()]
+        assert texts[0] == "Attempt 1 failed (provider)"
+        assert texts[1] == "Attempt 2 completed"
+        assert texts[2] == "Restarted with edited prompt"
+        assert texts[3] == "Attempt 1 completed"
+        links = page.locator("#family-strip li a")
+        assert links.nth(0).get_attribute("href") == f"/jobs/{root['id']}"
+        assert links.nth(3).get_attribute("href") == f"/jobs/{child['id']}"
+        assert links.nth(3).get_attribute("aria-current") == "step"
+        # The prompt diff is text: the XSS payload is shown literally, never parsed.
+        expect(page.locator(".family-diff ins").first).to_contain_text("red")
+        expect(page.locator(".family-diff")).to_contain_text("<img src=x")
+        assert page.evaluate("window.__xss") is None
+        assert page.locator("img[src=x]").count() == 0
+
+        # Compare: this job's image next to its parent's, both really loaded.
+        expect(page.locator("#compare")).to_be_visible()
+        assert page.locator("#compare-a option").count() == 2
+        expect(page.locator("#compare-cap-b")).to_have_text("this job · attempt 1")
+        expect(page.locator("#compare-cap-a")).to_have_text(f"job {root['id'][:6]} · attempt 2")
+        page.wait_for_function(
+            "() => ['a', 'b'].every("
+            "s => document.getElementById('compare-img-' + s).naturalWidth > 0)"
+        )
+        page.select_option("#compare-a", index=1)
+        expect(page.locator("#compare-cap-a")).to_have_text("this job · attempt 1")
+        shot(page, "family-compare", full_page=True)
+
+        # The root's raw view lists its webhook deliveries and every attempt.
+        page.click("#family-strip li a >> nth=0")
+        page.wait_for_url(re.compile(rf".*/jobs/{re.escape(root['id'])}$"))
+        page.click("#raw-details summary")
+        rows = page.locator("#hooks-body tr")
+        expect(rows).to_have_count(2)
+        expect(page.locator("#hooks-body tr[data-status=delivered]")).to_have_count(2)
+        expect(page.locator("#hooks-target")).to_contain_text("/hook?…")
+        expect(page.locator("#hooks-target")).not_to_contain_text("s3cret")
+        expect(rows.first).to_contain_text("#1 retrying: HTTP 500")
+        expect(rows.first).to_contain_text("#2 delivered: HTTP 200")
+        shot(page, "webhook-deliveries")
+        assert csp == []
+        assert page.page_errors == []  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from safelight import __version__
-from safelight.api import docs, pages, problems, streams
+from safelight.api import docs, lineage, pages, problems, streams
 from safelight.api import jobs as job_routes
 from safelight.api.access_log import AccessLog
 from safelight.api.context import AppContext
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     app.include_router(job_routes.router)
+    app.include_router(lineage.router)
     app.include_router(streams.router)
     app.router.routes.extend(streams.websocket_routes)
     app.include_router(pages.router)

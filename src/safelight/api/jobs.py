@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from safelight.api.context import AppContext, ctx_of
 from safelight.api.schemas import options_view, validate_create
 from safelight.api.security import check_origin
+from safelight.api.webhooks import WEBHOOK_BODY_SCHEMA, check_webhook_url, webhook_view
 from safelight.blobs import image_name, preview_name
 from safelight.errors import (
     Conflict,
@@ -25,6 +26,7 @@ from safelight.errors import (
 )
 from safelight.jobs.service import job_view
 from safelight.models import JobRecord, dumps
+from safelight.store import webhooks as webhook_rows
 from safelight.store.sql import SqlStore
 from safelight.types import JobStatus
 
@@ -87,7 +89,12 @@ def bearer(authorization: str | None) -> str | None:
 async def render(ctx: AppContext, job: JobRecord) -> dict[str, Any]:
     position = await ctx.service.queue_position(job)
     eta = ctx.service.eta(position) if position is not None else None
-    return job_view(job, position, eta)
+    view = job_view(job, position, eta)
+    webhook = await ctx.store.read(webhook_rows.get_webhook, job.id)
+    view["webhook"] = webhook_view(webhook)
+    view["links"]["family"] = f"/api/jobs/{job.id}/family"
+    view["links"]["webhook_deliveries"] = f"/api/jobs/{job.id}/webhook-deliveries"
+    return view
 
 
 def job_response(view: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -109,6 +116,7 @@ CREATE_BODY_SCHEMA = {
         "num_images": {"type": "integer", "minimum": 1, "maximum": 4},
         "provider": {"type": ["string", "null"]},
         "parent_id": {"type": ["string", "null"]},
+        "webhook": WEBHOOK_BODY_SCHEMA,
     },
 }
 
@@ -153,6 +161,8 @@ async def create_job(
     ctx.limiter.hit(ctx.client_key(request))
     infos = {name: p.info for name, p in ctx.service.providers.items()}
     spec = validate_create(body, infos, ctx.settings.provider)
+    if spec.webhook is not None:
+        await check_webhook_url(ctx, spec.webhook[0])
     if not ctx.blobs.has_room():
         raise StorageUnavailable("the server's disk is nearly full", retry_after=60)
     key_hash = hashlib.sha256(dumps({"b": body}).encode()).hexdigest()
@@ -172,7 +182,7 @@ async def create_job(
                 headers={"Location": f"/api/jobs/{view['id']}", "Idempotent-Replayed": "true"},
             )
     try:
-        job, token = await ctx.service.create(spec.settings, spec.parent_id)
+        job, token = await ctx.service.create(spec.settings, spec.parent_id, spec.webhook)
     except BaseException:
         if idempotency_key is not None:
             await ctx.store.write(SqlStore.idem_release, idempotency_key)
@@ -333,7 +343,8 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     ctx = ctx_of(request)
     counts = await ctx.store.read(SqlStore.count_by_status)
-    return Response(ctx.metrics.render(counts), media_type="text/plain; version=0.0.4")
+    pending = await ctx.store.read(webhook_rows.pending_count)
+    return Response(ctx.metrics.render(counts, pending), media_type="text/plain; version=0.0.4")
 
 
 __all__ = ["Conflict", "router"]

@@ -8,11 +8,14 @@ the client show these messages next to their fields.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from safelight.errors import ValidationFailed
 from safelight.providers.base import ProviderInfo
+from safelight.types import DEFAULT_WEBHOOK_EVENTS, WebhookEvent
+from safelight.webhooks.ssrf import UrlRefused, parse_url
 
 PROMPT_MAX = 2000
 SIZE_MIN, SIZE_MAX, SIZE_MULTIPLE = 64, 2048, 8
@@ -30,6 +33,7 @@ KNOWN_FIELDS = (
     "num_images",
     "provider",
     "parent_id",
+    "webhook",
 )
 SIZE_PRESETS = (
     ("Square 512", 512, 512),
@@ -45,6 +49,8 @@ SIZE_PRESETS = (
 class CreateJob:
     settings: dict[str, Any]
     parent_id: str | None
+    # (url, events) after the syntax rules; the address is checked by the route (DNS).
+    webhook: tuple[str, list[WebhookEvent]] | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -153,6 +159,8 @@ def validate_create(
     if parent_id is not None and (not isinstance(parent_id, str) or not 1 <= len(parent_id) <= 64):
         err("parent_id", "must be a job id or null")
 
+    webhook = _webhook(body.get("webhook"), err)
+
     if errors:
         raise ValidationFailed(errors)
     return CreateJob(
@@ -168,7 +176,38 @@ def validate_create(
             "provider": provider_name,
         },
         parent_id=parent_id,
+        webhook=webhook,
     )
+
+
+def _webhook(value: Any, err: Callable[[str, str], None]) -> tuple[str, list[WebhookEvent]] | None:
+    """``{"url", "events"?}``; events default to the terminal ones."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        err("webhook", "must be an object with a url (and optionally events)")
+        return None
+    for key in value:
+        if key not in ("url", "events"):
+            err(f"webhook.{str(key)[:64]}", "unknown field")
+    url = value.get("url")
+    try:
+        parse_url(url if isinstance(url, str) else "")
+    except UrlRefused as exc:
+        err("webhook.url", str(exc))
+    events = value.get("events", [e.value for e in DEFAULT_WEBHOOK_EVENTS])
+    names = [e.value for e in WebhookEvent]
+    if (
+        not isinstance(events, list)
+        or not events
+        or not all(isinstance(e, str) and e in names for e in events)
+    ):
+        err("webhook.events", f"must be a non-empty list of: {', '.join(names)}")
+        return None
+    if not isinstance(url, str):
+        return None
+    # Keep the contract's order, drop repeats.
+    return url, [WebhookEvent(n) for n in names if n in events]
 
 
 def options_view(

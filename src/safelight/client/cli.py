@@ -180,6 +180,19 @@ def register(subparsers: Any) -> None:
         formatter_class=fmt,
     )
     _settings_args(p, required_prompt=True)
+    p.add_argument(
+        "--webhook",
+        default=None,
+        metavar="URL",
+        help="POST signed updates about the job to this URL (docs/webhooks.md)",
+    )
+    p.add_argument(
+        "--webhook-events",
+        default=None,
+        metavar="LIST",
+        help="comma-separated: started, progress, preview, completed, failed, cancelled "
+        "(default: completed,failed,cancelled)",
+    )
     _common(p)
     _detach_arg(p, "create the job")
     p.set_defaults(func=_entry(cmd_generate))
@@ -319,8 +332,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     store = TokenStore.default()
     server = (args.server or _server_default()).rstrip("/")
     with _client(server, args, store) as client:
-        job = client.create(args.prompt, **_settings_from(args))
+        job = client.create(args.prompt, webhook=_webhook_from(args), **_settings_from(args))
         return _after_create(client, job, args)
+
+
+def _webhook_from(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.webhook is None:
+        return None
+    hook: dict[str, Any] = {"url": args.webhook}
+    if args.webhook_events:
+        hook["events"] = [e.strip() for e in args.webhook_events.split(",") if e.strip()]
+    return hook
 
 
 def cmd_restart(args: argparse.Namespace) -> int:

@@ -191,6 +191,12 @@ class _Spec:
             timeout=timeout + wait,
         )
 
+    def family(self, job_id: str) -> _Call[dict[str, Any]]:
+        return _Call("GET", f"/api/jobs/{job_id}/family", _json_object)
+
+    def deliveries(self, job_id: str) -> _Call[dict[str, Any]]:
+        return _Call("GET", f"/api/jobs/{job_id}/webhook-deliveries", _json_object)
+
     def image(self, url: str) -> _Call[bytes]:
         return _Call("GET", url, lambda r: r.content)
 
@@ -210,10 +216,17 @@ class _Spec:
         return job
 
 
-def _create_body(prompt: str, parent_id: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+def _create_body(
+    prompt: str,
+    parent_id: str | None,
+    settings: Mapping[str, Any],
+    webhook: str | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     body = _setting_body({"prompt": prompt, **settings})
     if parent_id is not None:
         body["parent_id"] = parent_id
+    if webhook is not None:
+        body["webhook"] = {"url": webhook} if isinstance(webhook, str) else dict(webhook)
     return body
 
 
@@ -326,11 +339,22 @@ class AsyncClient(_Base):
         *,
         parent_id: str | None = None,
         idempotency_key: str | None = None,
+        webhook: str | Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> Job:
         """``POST /api/jobs``.  ``settings``: negative_prompt, width, height, steps, style,
-        seed, num_images, provider (None or absent: the server's default)."""
-        return await self._create(_create_body(prompt, parent_id, settings), idempotency_key)
+        seed, num_images, provider (None or absent: the server's default).  ``webhook``:
+        a URL (terminal events) or ``{"url", "events"}`` (docs/webhooks.md)."""
+        body = _create_body(prompt, parent_id, settings, webhook)
+        return await self._create(body, idempotency_key)
+
+    async def family(self, job_id: str) -> dict[str, Any]:
+        """``GET /api/jobs/{id}/family``: the job's restart tree and attempts."""
+        return await self._send(self._spec.family(job_id))
+
+    async def webhook_deliveries(self, job_id: str) -> dict[str, Any]:
+        """``GET /api/jobs/{id}/webhook-deliveries``: deliveries and every attempt."""
+        return await self._send(self._spec.deliveries(job_id))
 
     async def _create(self, body: dict[str, Any], idempotency_key: str | None) -> Job:
         call = self._spec.create(body, idempotency_key or secrets.token_urlsafe(18))
@@ -509,10 +533,19 @@ class Client(_Base):
         *,
         parent_id: str | None = None,
         idempotency_key: str | None = None,
+        webhook: str | Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> Job:
         """See ``AsyncClient.create``."""
-        return self._create(_create_body(prompt, parent_id, settings), idempotency_key)
+        return self._create(_create_body(prompt, parent_id, settings, webhook), idempotency_key)
+
+    def family(self, job_id: str) -> dict[str, Any]:
+        """See ``AsyncClient.family``."""
+        return self._send(self._spec.family(job_id))
+
+    def webhook_deliveries(self, job_id: str) -> dict[str, Any]:
+        """See ``AsyncClient.webhook_deliveries``."""
+        return self._send(self._spec.deliveries(job_id))
 
     def _create(self, body: dict[str, Any], idempotency_key: str | None) -> Job:
         call = self._spec.create(body, idempotency_key or secrets.token_urlsafe(18))

@@ -12,7 +12,7 @@ import hmac
 import logging
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from safelight.config import Settings
@@ -22,7 +22,7 @@ from safelight.providers.base import Provider
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
 from safelight.streaming.broadcaster import Broadcaster
-from safelight.types import EventType, JobStatus
+from safelight.types import EventType, JobStatus, WebhookEvent
 
 log = logging.getLogger("safelight.jobs")
 # Events that change what a job is doing (progress/preview/position are too chatty to log).
@@ -59,6 +59,9 @@ class JobService:
         # Set at shutdown: provider threads stop at their next step WITHOUT the job being
         # cancelled (the lease lapses and the job is requeued on the next start).
         self.stopping = threading.Event()
+        # Called with every batch of committed events this node sees (after fan-out);
+        # the webhook dispatcher wakes on them.
+        self.listeners: list[Callable[[list[Event]], None]] = []
         first = providers[settings.provider].info.seconds_per_step
         self._avg_job_s = max(0.5, first * 30)
 
@@ -110,11 +113,16 @@ class JobService:
                 signal = self.cancel_signals.get(event.job_id)
                 if signal is not None:
                     signal.set()
+        for listener in self.listeners:
+            listener(events)
 
     # -- API operations ---------------------------------------------------------------
 
     async def create(
-        self, settings: dict[str, Any], parent_id: str | None
+        self,
+        settings: dict[str, Any],
+        parent_id: str | None,
+        webhook: tuple[str, list[WebhookEvent]] | None = None,
     ) -> tuple[JobRecord, str]:
         token = secrets.token_urlsafe(24)
         job, events = await self.store.write(
@@ -125,6 +133,7 @@ class JobService:
             max_attempts=self.settings.max_attempts,
             queue_limit=self.settings.queue_limit,
             eta=self.eta,
+            webhook=webhook,
         )
         self.publish(events)
         return job, token

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 
 # Every Alembic revision id, oldest first; the last one is what this release runs on.
-REVISIONS: tuple[str, ...] = ("0001",)
+REVISIONS: tuple[str, ...] = ("0001", "0002")
 HEAD = REVISIONS[-1]
 
 metadata = MetaData()
@@ -85,3 +85,64 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# -- Webhooks and lineage (issue 9) --------------------------------------------------------
+# Created by migrations/versions/0002_webhooks_lineage.py.
+
+# A job's webhook, fixed at creation.  ``events``: comma-separated WebhookEvent values.
+job_webhooks = Table(
+    "job_webhooks",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", String(128), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# One row per (job event, webhook): inserted in the transaction that appends the event,
+# so an acknowledged event always has its delivery.  Claimed by a dispatcher under a lease
+# whose token fences the result write (like jobs).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the webhook-id header
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("event", String(16), nullable=False),  # WebhookEvent
+    Column("url", Text, nullable=False),
+    Column("body", Text, nullable=False),  # the exact JSON bytes sent on every attempt
+    Column("status", String(16), nullable=False),  # DeliveryStatus
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_token", String(64), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger, nullable=True),
+)
+Index("webhook_deliveries_due", webhook_deliveries.c.status, webhook_deliveries.c.next_attempt_ms)
+Index("webhook_deliveries_job", webhook_deliveries.c.job_id, webhook_deliveries.c.seq, unique=True)
+
+# Every attempt, for the job's raw view and for operators.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "delivery_id",
+        String(40),
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("n", Integer, primary_key=True),
+    Column("node", String(64), nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("outcome", String(16), nullable=False),  # AttemptOutcome
+    Column("error", Text, nullable=True),
+)
+
+# Lineage: children of a job (restarts made from it).
+Index("jobs_parent", jobs.c.parent_id)
+# -- end of issue 9 block -------------------------------------------------------------------

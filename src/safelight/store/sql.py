@@ -33,9 +33,10 @@ from safelight.errors import (
     ValidationFailed,
 )
 from safelight.models import Event, JobRecord, dumps
+from safelight.store import webhooks as webhook_rows
 from safelight.store.migrate import SchemaPolicy, prepare
 from safelight.store.schema import idempotency_keys, job_events, jobs
-from safelight.types import EventType, JobStatus, check_transition
+from safelight.types import EventType, JobStatus, WebhookEvent, check_transition
 
 EtaFn = Callable[[int], float | None]
 # PostgreSQL: every appended event is announced on this channel as "job_id:seq" (ids only;
@@ -159,7 +160,10 @@ class SqlStore:
                 text("SELECT pg_notify(:channel, :payload)"),
                 {"channel": NOTIFY_CHANNEL, "payload": f"{job_id}:{seq}"},
             )
-        return Event(job_id, seq, type_, attempt, now, data)
+        event = Event(job_id, seq, type_, attempt, now, data)
+        # The webhook delivery commits with its event, or neither does (at-least-once).
+        webhook_rows.enqueue(conn, event)
+        return event
 
     def _locked(self, conn: Connection, job_id: str) -> JobRecord:
         row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).first()
@@ -212,17 +216,7 @@ class SqlStore:
                 .order_by(job_events.c.seq)
                 .limit(limit)
             )
-            return [
-                Event(
-                    r.job_id,
-                    int(r.seq),
-                    EventType(r.type),
-                    int(r.attempt),
-                    int(r.ts_ms),
-                    json.loads(r.data),
-                )
-                for r in rows
-            ]
+            return [event_of(r) for r in rows]
 
     def queue_position(self, job_id: str) -> int | None:
         with self._read() as conn:
@@ -248,6 +242,7 @@ class SqlStore:
         max_attempts: int,
         queue_limit: int,
         eta: EtaFn = _no_eta,
+        webhook: tuple[str, list[WebhookEvent]] | None = None,
     ) -> tuple[JobRecord, list[Event]]:
         job_id = new_id()
         with self._tx() as conn:
@@ -284,6 +279,8 @@ class SqlStore:
                     updated_ms=now,
                 )
             )
+            if webhook is not None:
+                webhook_rows.add_webhook(conn, job_id, webhook[0], webhook[1], now)
             position = int(queued) + 1
             ev = self._append(
                 conn,
@@ -650,6 +647,13 @@ def _encode(key: str, value: Any) -> Any:
     if key in _JSON_COLUMNS and value is not None:
         return dumps(value)
     return value
+
+
+def event_of(r: Any) -> Event:
+    """A job_events row as an Event."""
+    return Event(
+        r.job_id, int(r.seq), EventType(r.type), int(r.attempt), int(r.ts_ms), json.loads(r.data)
+    )
 
 
 def _record(m: Any) -> JobRecord:

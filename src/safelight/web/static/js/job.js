@@ -22,6 +22,7 @@ import {
 } from './connection.js';
 import { byId, copyText, downloadText, h, icon } from './dom.js';
 import { ago, bytes, clockTime, duration, eta, percent, snippet } from './format.js';
+import { History } from './history.js';
 import { JobModel, TERMINAL } from './jobstate.js';
 import { addRecent, getToken, listRecent, saveToken, updateRecent } from './store.js';
 
@@ -33,6 +34,7 @@ const token = getToken(jobId);
 const canManage = Boolean(token);
 
 const model = new JobModel();
+const history = new History(jobId);
 const manager = new ConnectionManager({
   jobId,
   baseUrl: location.origin,
@@ -116,6 +118,7 @@ function render() {
   renderTimeline();
   renderSettings(job);
   renderRaw();
+  history.update(job);
   renderTitle(job);
   announce(job);
   tick();
