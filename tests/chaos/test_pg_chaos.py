@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from tests.chaos.conftest import Scenario
 from tests.chaos.pg_invariants import Verdict, check
 from tests.conftest import FAST, LiveServer
-from tests.integration.helpers import create, read_sse, wait_status
+from tests.integration.helpers import create, read_sse, wait_status, wait_step
 from tests.integration.test_scale_out import WorkerProcess
 from tests.pgdb import PG, temp_database
 from tests.pgproxy import PgProxy
@@ -98,16 +98,6 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     for c, db in made:
         c.stop()
         db.__exit__(None, None, None)
-
-
-def wait_step(url: str, job_id: str, step: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
-        if (job.get("progress") or {}).get("step", 0) >= step:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached step {step}")
 
 
 def settle(url: str, job_ids: list[str], timeout: float = 60) -> None:

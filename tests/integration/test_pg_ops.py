@@ -18,7 +18,14 @@ from sqlalchemy import create_engine, text
 
 from safelight.store.schema import HEAD
 from tests.conftest import FAST, LiveServer
-from tests.integration.helpers import assert_exactly_once, create, poll, read_sse, wait_status
+from tests.integration.helpers import (
+    all_events,
+    assert_exactly_once,
+    create,
+    read_sse,
+    wait_status,
+    wait_step,
+)
 from tests.integration.test_scale_out import WorkerProcess, database
 from tests.pgproxy import PgProxy, pg_proxy
 
@@ -28,15 +35,6 @@ __all__ = ["database", "pg_proxy"]  # fixtures
 
 def db_name(url: str) -> str:
     return url.rsplit("/", 1)[1]
-
-
-def all_events(url: str, job_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while True:
-        body = poll(url, job_id, events[-1]["seq"] if events else 0)
-        events += body["events"]
-        if not body["events"]:
-            return events
 
 
 def wait_ready(url: str, timeout: float = 20) -> None:
@@ -49,16 +47,6 @@ def wait_ready(url: str, timeout: float = 20) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url} never became ready again")
-
-
-def wait_step(url: str, job_id: str, step: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
-        if (job.get("progress") or {}).get("step", 0) >= step:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached step {step}")
 
 
 @pytest.fixture

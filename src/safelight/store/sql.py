@@ -200,23 +200,57 @@ class SqlStore:
         ``POSITION_STRIDE``-th place: a deep queue would otherwise cost one event (and one
         NOTIFY read by every node) per queued job per claim, O(n^2) for n queued jobs.
         The job object's ``queue.position`` is always exact."""
-        out: list[Event] = []
         ids = self._queued_ids(conn)
-        for index in range(removed_index, len(ids)):
-            if index + 1 > POSITION_EVERY_UNTIL and (index + 1) % POSITION_STRIDE:
-                continue
-            job_id = ids[index]
-            attempt = conn.execute(select(jobs.c.attempt).where(jobs.c.id == job_id)).scalar_one()
-            position = index + 1
-            out.append(
-                self._append(
-                    conn,
+        positions = {
+            ids[index]: index + 1
+            for index in range(removed_index, len(ids))
+            if index + 1 <= POSITION_EVERY_UNTIL or (index + 1) % POSITION_STRIDE == 0
+        }
+        if not positions:
+            return []
+        # One statement each for the rows, the events and the notifications (this runs
+        # inside every claim, under the queue lock: its length is the claim rate).
+        rows = conn.execute(
+            jobs.update()
+            .where(jobs.c.id.in_(list(positions)))
+            .values(last_seq=jobs.c.last_seq + 1, updated_ms=now)
+            .returning(jobs.c.id, jobs.c.last_seq, jobs.c.attempt)
+        ).all()
+        out = sorted(
+            (
+                Event(
                     job_id,
+                    int(seq),
                     EventType.POSITION,
                     int(attempt),
-                    {"position": position, "eta_s": eta(position)},
                     now,
+                    {"position": positions[job_id], "eta_s": eta(positions[job_id])},
                 )
+                for job_id, seq, attempt in rows
+            ),
+            key=lambda e: positions[e.job_id],
+        )
+        conn.execute(
+            job_events.insert(),
+            [
+                {
+                    "job_id": e.job_id,
+                    "seq": e.seq,
+                    "type": e.type.value,
+                    "attempt": e.attempt,
+                    "ts_ms": now,
+                    "data": dumps(e.data),
+                }
+                for e in out
+            ],
+        )
+        if not self.is_sqlite:
+            conn.execute(
+                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) p"),
+                {
+                    "channel": NOTIFY_CHANNEL,
+                    "payloads": [f"{e.job_id}:{e.seq}:{e.type.value}" for e in out],
+                },
             )
         return out
 
