@@ -69,7 +69,8 @@ class PgListener:
             try:
                 await self._listen()
             except Exception as exc:  # any failure: reconnect (CancelledError passes)
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("LISTEN connection lost (%s); reconnecting", first_line)
             self.connected.clear()
             await asyncio.sleep(self.retry.next())
 
