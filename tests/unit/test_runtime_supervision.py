@@ -61,7 +61,7 @@ def test_a_clean_stop_is_not_a_crash(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_a_node_without_its_listen_connection_is_not_ready(tmp_path: Path) -> None:
-    from tests.pgdb import PG, temp_database
+    from tests.pgdb import temp_database
     from tests.pgproxy import PgProxy
 
     proxy = PgProxy()
