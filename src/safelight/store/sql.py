@@ -59,7 +59,13 @@ def _no_eta(position: int) -> float | None:
 class SqlStore:
     """One schema on SQLite (embedded) or PostgreSQL (scale-out)."""
 
-    def __init__(self, url: str, schema: SchemaPolicy = SchemaPolicy.UPGRADE) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: SchemaPolicy = SchemaPolicy.UPGRADE,
+        *,
+        idle_tx_timeout_s: float = 5.0,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -69,8 +75,18 @@ class SqlStore:
             # pre_ping: a pooled connection that died with a database restart is replaced
             # on checkout instead of failing the next statement.  connect_timeout bounds a
             # connect to an unreachable server (the caller then backs off and retries).
+            # idle_in_transaction_session_timeout: a process frozen mid-transaction
+            # (SIGSTOP, a VM pause) would hold its row locks - and so block every reaper -
+            # for as long as it stays frozen; the server ends such a session instead
+            # (found by chaos scenario P4).  Our transactions never wait on the client.
+            idle_ms = max(1, int(idle_tx_timeout_s * 1000))
             self._writer = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+                url,
+                pool_pre_ping=True,
+                connect_args={
+                    "connect_timeout": 5,
+                    "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+                },
             )
             self._reader = self._writer
         try:
