@@ -39,7 +39,7 @@ def sigterm(server: LiveServer) -> int:
 def test_sigterm_then_restart_does_not_burn_an_attempt(
     live_server: Callable[..., LiveServer],
 ) -> None:
-    server = live_server(step_delay_s=0.03, lease_s=30.0)
+    server = live_server(step_delay_s=0.08, lease_s=30.0)  # running when SIGTERM lands
     job = create(server.url, steps=60)
     wait_step(server.url, job["id"], 18)
     assert sigterm(server) in CLEAN
