@@ -37,6 +37,10 @@ class PgProxy:
             listener, self._listener = self._listener, None
             socks, self._socks = self._socks, set()
         if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not,
+            # and the port would stay bound until the next connection attempt.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for s in socks:
             with contextlib.suppress(OSError):

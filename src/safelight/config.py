@@ -88,6 +88,9 @@ class Settings:
     shutdown_grace_s: float = 10.0
     # The LISTEN connection is probed this often, so a silently dead one is replaced.
     listener_probe_s: float = 5.0
+    # PostgreSQL ends a session left idle inside a transaction this long (a frozen
+    # process must not hold row locks that block the reaper).
+    db_idle_tx_timeout_s: float = 5.0
 
     # Requests
     create_rate_per_min: int = 120

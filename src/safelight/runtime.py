@@ -76,7 +76,7 @@ class Runtime:
         # Embedded owns its database and upgrades it; scale-out nodes only create the
         # schema in an empty database (store/migrate.py; docs/operations.md).
         policy = SchemaPolicy.INIT if settings.database_url else SchemaPolicy.UPGRADE
-        store = AsyncStore(SqlStore(url, policy))
+        store = AsyncStore(SqlStore(url, policy, idle_tx_timeout_s=settings.db_idle_tx_timeout_s))
         providers: dict[str, Provider] = {
             name: create_provider(name, settings) for name in settings.providers
         }

@@ -121,3 +121,24 @@ def job_count(data_dir: Path) -> int:
         return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
     finally:
         db.close()
+
+
+def wait_step(url: str, job_id: str, step: int, timeout: float = 30) -> None:
+    """Until the job's progress reaches ``step`` (read from the job object)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
+        if (job.get("progress") or {}).get("step", 0) >= step:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached step {step}")
+
+
+def all_events(url: str, job_id: str) -> list[dict[str, Any]]:
+    """The whole log so far, by polling page after page."""
+    events: list[dict[str, Any]] = []
+    while True:
+        body = poll(url, job_id, events[-1]["seq"] if events else 0)
+        events += body["events"]
+        if not body["events"]:
+            return events

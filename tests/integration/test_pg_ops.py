@@ -18,7 +18,14 @@ from sqlalchemy import create_engine, text
 
 from safelight.store.schema import HEAD
 from tests.conftest import FAST, LiveServer
-from tests.integration.helpers import assert_exactly_once, create, poll, read_sse, wait_status
+from tests.integration.helpers import (
+    all_events,
+    assert_exactly_once,
+    create,
+    read_sse,
+    wait_status,
+    wait_step,
+)
 from tests.integration.test_scale_out import WorkerProcess, database
 from tests.pgproxy import PgProxy, pg_proxy
 
@@ -28,15 +35,6 @@ __all__ = ["database", "pg_proxy"]  # fixtures
 
 def db_name(url: str) -> str:
     return url.rsplit("/", 1)[1]
-
-
-def all_events(url: str, job_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while True:
-        body = poll(url, job_id, events[-1]["seq"] if events else 0)
-        events += body["events"]
-        if not body["events"]:
-            return events
 
 
 def wait_ready(url: str, timeout: float = 20) -> None:
@@ -49,16 +47,6 @@ def wait_ready(url: str, timeout: float = 20) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url} never became ready again")
-
-
-def wait_step(url: str, job_id: str, step: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
-        if (job.get("progress") or {}).get("step", 0) >= step:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached step {step}")
 
 
 @pytest.fixture
@@ -156,22 +144,23 @@ def test_sigterm_to_a_worker_hands_the_job_to_the_other_at_the_same_attempt(
     tmp_path: Path, database: str, parts: list[Any]
 ) -> None:
     # A lease far longer than the test: only a hand-back (not the reaper) can move the job.
-    cfg = {"lease_s": 60.0, "step_delay_s": 0.03}
+    cfg = {"lease_s": 60.0, "step_delay_s": 0.05}
     node = api_node(tmp_path, database, parts, **cfg)
     workers = {n: worker(tmp_path, database, n, parts, **cfg) for n in ("w1", "w2")}
-    job = create(node.url, steps=100)
+    job = create(node.url, steps=150)  # 7.5 s: still running when the signal lands
     wait_step(node.url, job["id"], 10)
     owner = next(e for e in all_events(node.url, job["id"]) if e["type"] == "running")
     victim = workers[owner["data"]["worker"].removesuffix("-1")]
     victim.proc.send_signal(signal.SIGTERM)
-    assert victim.proc.wait(20) == 0
+    assert victim.proc.wait(20) == 0, victim.log_path.read_text()[-2000:]
     final = wait_status(node.url, job["id"], {"completed", "failed", "cancelled"}, timeout=30)
     events = all_events(node.url, job["id"])
     assert_exactly_once(events)
     assert final["status"] == "completed" and final["attempt"] == 1
     assert not [e for e in events if e["type"] == "retry"]
     back = [e for e in events if e["type"] == "queued" and e["data"].get("reason")]
-    assert len(back) == 1 and back[0]["data"]["reason"] == "handed_back"
+    assert len(back) == 1, [(e["type"], e["attempt"], e["data"]) for e in events[-12:]]
+    assert back[0]["data"]["reason"] == "handed_back"
     assert back[0]["data"]["worker"] == owner["data"]["worker"] and back[0]["attempt"] == 1
     runners = [e["data"]["worker"] for e in events if e["type"] == "running"]
     assert runners[0] == owner["data"]["worker"] and runners[1] != runners[0]

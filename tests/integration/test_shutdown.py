@@ -17,28 +17,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import LiveServer
-from tests.integration.helpers import assert_exactly_once, create, poll, wait_status, ws_url
-
-
-def all_events(url: str, job_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while True:
-        body = poll(url, job_id, events[-1]["seq"] if events else 0)
-        events += body["events"]
-        if not body["events"]:
-            return events
-
-
-def wait_step(url: str, job_id: str, step: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if (
-            (httpx.get(f"{url}/api/jobs/{job_id}").json().get("progress") or {}).get("step") or 0
-        ) >= step:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no progress")
-
+from tests.integration.helpers import (
+    all_events,
+    assert_exactly_once,
+    create,
+    wait_status,
+    wait_step,
+    ws_url,
+)
 
 # uvicorn re-raises the signal after its graceful shutdown: -SIGTERM is a clean stop.
 CLEAN = {0, -signal.SIGTERM}
@@ -53,7 +39,7 @@ def sigterm(server: LiveServer) -> int:
 def test_sigterm_then_restart_does_not_burn_an_attempt(
     live_server: Callable[..., LiveServer],
 ) -> None:
-    server = live_server(step_delay_s=0.03, lease_s=30.0)
+    server = live_server(step_delay_s=0.08, lease_s=30.0)  # running when SIGTERM lands
     job = create(server.url, steps=60)
     wait_step(server.url, job["id"], 18)
     assert sigterm(server) in CLEAN

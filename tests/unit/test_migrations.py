@@ -121,13 +121,18 @@ def test_a_database_from_the_previous_release_is_upgraded_with_nothing_lost(
     assert r.returncode == 0 and f"database: {HEAD}" in r.stdout
 
 
-def test_a_newer_database_is_refused_with_one_line(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'safelight.db'}"
+def make_future_database(url: str) -> None:
+    """A database a later Safelight (revision 9999) has written."""
     SqlStore(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
+
+
+def test_a_newer_database_is_refused_with_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'safelight.db'}"
+    make_future_database(url)
     with pytest.raises(SchemaMismatch, match="newer"):
         SqlStore(url)
     r = run_cli("serve", "--data-dir", str(tmp_path), "--port", "0")
@@ -159,3 +164,14 @@ def test_start_up_on_a_current_database_does_not_import_alembic(tmp_path: Path) 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert r.stdout.strip() == "False"
+
+
+@pytest.mark.postgres
+def test_a_worker_refuses_a_newer_postgres_database_with_one_line(tmp_path: Path) -> None:
+    with temp_database("safelight_mig") as name:
+        url = f"{PG}/{name}"
+        make_future_database(url)
+        r = run_cli("worker", "--database-url", url, "--data-dir", str(tmp_path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "9999" in lines[0] and "newer" in lines[0], r.stderr

@@ -57,3 +57,41 @@ def test_a_clean_stop_is_not_a_crash(tmp_path: Path) -> None:
         return runtime
 
     assert asyncio.run(scenario()).crashed == []
+
+
+@pytest.mark.postgres
+def test_a_node_without_its_listen_connection_is_not_ready(tmp_path: Path) -> None:
+    from tests.pgdb import temp_database
+    from tests.pgproxy import PgProxy
+
+    proxy = PgProxy()
+
+    async def scenario(url: str) -> list[list[str]]:
+        settings = Settings(
+            data_dir=tmp_path, database_url=url, concurrency=0, listener_probe_s=0.2
+        )
+        runtime = Runtime.build(settings)
+        assert runtime.listener is not None
+        seen = [runtime.problems()]  # not started: not listening yet
+        await runtime.start()
+        await asyncio.wait_for(runtime.listener.connected.wait(), 10)
+        seen.append(runtime.problems())
+        proxy.cut()  # the LISTEN connection drops; reconnects are refused
+        for _ in range(200):
+            if not runtime.listener.connected.is_set():
+                break
+            await asyncio.sleep(0.02)
+        seen.append(runtime.problems())
+        proxy.restore()
+        await asyncio.wait_for(runtime.listener.connected.wait(), 10)
+        seen.append(runtime.problems())
+        await runtime.stop()
+        return seen
+
+    try:
+        with temp_database() as name:
+            seen = asyncio.run(scenario(proxy.url(name)))
+    finally:
+        proxy.close()
+    down = ["not listening for events (database connection lost)"]
+    assert seen == [down, [], down, []]

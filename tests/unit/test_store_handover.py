@@ -3,6 +3,8 @@ cancel, graceful hand-back, retried writes, and connection errors at the store b
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from safelight.errors import DatabaseUnavailable, LeaseLost
@@ -102,5 +104,29 @@ def test_connection_errors_become_database_unavailable_and_recover(pg_proxy: PgP
             pg_proxy.restore()
             job = s.get_job(job_id)  # the pool replaced its dead connections
             assert job is not None and job.status is JobStatus.QUEUED
+        finally:
+            s.close()
+
+
+@pytest.mark.postgres
+def test_regression_a_frozen_transaction_does_not_block_the_reaper() -> None:
+    """Chaos P4: a worker SIGSTOPped inside a transaction held the job's row lock, and every
+    reaper waited on it for as long as the process stayed stopped."""
+    from sqlalchemy import text
+
+    with temp_database() as name:
+        s = SqlStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", idle_tx_timeout_s=0.5)
+        try:
+            job_id = create(s)
+            claimed = s.claim("w1", 1)  # a 1 ms lease: expired at once
+            assert claimed is not None
+            frozen = s._writer.connect()
+            frozen.begin()
+            frozen.execute(text("SELECT 1 FROM jobs WHERE id = :j FOR UPDATE"), {"j": job_id})
+            # ... and the "process" stops here, transaction open.
+            events = s.reap()  # must not wait forever
+            assert [e.type for e in events] == [EventType.RETRY, EventType.QUEUED]
+            with contextlib.suppress(Exception):
+                frozen.close()
         finally:
             s.close()

@@ -16,7 +16,9 @@ KIND is one of:
 * ``timeout``: stop making progress: hang for ``3 * stall_deadline_s + 1`` seconds so the
   worker's stall deadline fires, then report the step again (by then the worker has given
   up on the attempt, so the callback raises ``Cancelled`` and the thread ends);
-* ``crash``: raise ``SimulatedCrash``, as if the worker process died.
+* ``crash``: raise ``SimulatedCrash``, as if the worker process died;
+* ``exit``: end the worker PROCESS at once (``os._exit``, nothing flushed or written),
+  for crash-loop tests with real processes (an embedded server dies with it);
 * ``output``: finish every step, then return HTML bytes instead of images (a provider
   gone wrong; the worker must fail the job with ``invalid_output`` and store nothing).
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import re
 import threading
 import time
@@ -69,6 +72,7 @@ class FaultKind(enum.StrEnum):
     TIMEOUT = "timeout"
     INTERNAL = "internal"
     CRASH = "crash"
+    EXIT = "exit"
     OUTPUT = "output"
 
 
@@ -85,7 +89,7 @@ class FaultDirective:
 
 
 _DIRECTIVE = re.compile(
-    r"\s*\[\[fail:(?P<kind>provider|timeout|internal|crash|output)@(?P<step>[1-9][0-9]*)"
+    r"\s*\[\[fail:(?P<kind>provider|timeout|internal|crash|exit|output)@(?P<step>[1-9][0-9]*)"
     r"(?:#(?P<attempts>\*|[1-9][0-9]*(?:,[1-9][0-9]*)*))?\]\]",
     re.IGNORECASE,
 )
@@ -161,6 +165,8 @@ class FaultInjectingProvider:
             raise RuntimeError("injected internal failure")
         if fault.kind is FaultKind.CRASH:
             raise SimulatedCrash(f"injected crash at step {step}")
+        if fault.kind is FaultKind.EXIT:
+            os._exit(70)  # a real process death: no cleanup, no writes, the lease lapses
         # TIMEOUT: no progress for longer than the stall deadline.  Short waits, so that
         # close() (server shutdown) releases the thread promptly.
         deadline = time.monotonic() + self._hang_s

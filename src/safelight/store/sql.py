@@ -39,9 +39,16 @@ from safelight.store.schema import idempotency_keys, job_events, jobs
 from safelight.types import EventType, JobStatus, WebhookEvent, check_transition
 
 EtaFn = Callable[[int], float | None]
-# PostgreSQL: every appended event is announced on this channel as "job_id:seq" (ids only;
-# the table is the source of truth), delivered at commit, to every API node's listener.
+# PostgreSQL: every appended event is announced on this channel as "job_id:seq:type" (no
+# data: the table is the source of truth), delivered at commit, to every node's listener;
+# the type lets a node skip reading events it has no use for.
 NOTIFY_CHANNEL = "safelight_events"
+# Queue moves announced by `position` events: every one in the first places, then only
+# at multiples of the stride (SqlStore._shift_queue).
+POSITION_EVERY_UNTIL = 20
+POSITION_STRIDE = 10
+# pg_advisory_xact_lock key for queue renumbering (see SqlStore._queue_lock).
+QUEUE_LOCK_KEY = 0x5AFE_0001
 # nosec B105: "lease_token" is a column name being cleared, not a password.
 CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}  # nosec B105
 ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
@@ -54,7 +61,13 @@ def _no_eta(position: int) -> float | None:
 class SqlStore:
     """One schema on SQLite (embedded) or PostgreSQL (scale-out)."""
 
-    def __init__(self, url: str, schema: SchemaPolicy = SchemaPolicy.UPGRADE) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: SchemaPolicy = SchemaPolicy.UPGRADE,
+        *,
+        idle_tx_timeout_s: float = 5.0,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -64,8 +77,18 @@ class SqlStore:
             # pre_ping: a pooled connection that died with a database restart is replaced
             # on checkout instead of failing the next statement.  connect_timeout bounds a
             # connect to an unreachable server (the caller then backs off and retries).
+            # idle_in_transaction_session_timeout: a process frozen mid-transaction
+            # (SIGSTOP, a VM pause) would hold its row locks - and so block every reaper -
+            # for as long as it stays frozen; the server ends such a session instead
+            # (found by chaos scenario P4).  Our transactions never wait on the client.
+            idle_ms = max(1, int(idle_tx_timeout_s * 1000))
             self._writer = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+                url,
+                pool_pre_ping=True,
+                connect_args={
+                    "connect_timeout": 5,
+                    "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+                },
             )
             self._reader = self._writer
         try:
@@ -158,12 +181,21 @@ class SqlStore:
         if not self.is_sqlite:
             conn.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": NOTIFY_CHANNEL, "payload": f"{job_id}:{seq}"},
+                {"channel": NOTIFY_CHANNEL, "payload": f"{job_id}:{seq}:{type_.value}"},
             )
         event = Event(job_id, seq, type_, attempt, now, data)
         # The webhook delivery commits with its event, or neither does (at-least-once).
         webhook_rows.enqueue(conn, event)
         return event
+
+    def _queue_lock(self, conn: Connection) -> None:
+        """Serialise the transactions that renumber the queue (claim, cancel of a queued
+        job) on PostgreSQL.  Each writes a ``position`` event to every job behind the one
+        that left, so two of them at once lock the same rows in different orders and
+        deadlock (found by chaos scenario P1: 4 workers, 200 queued jobs).  SQLite has one
+        writer already.  Taken first, before any row lock, so it cannot join a cycle."""
+        if not self.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": QUEUE_LOCK_KEY})
 
     def _locked(self, conn: Connection, job_id: str) -> JobRecord:
         row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).first()
@@ -182,22 +214,64 @@ class SqlStore:
     def _shift_queue(
         self, conn: Connection, now: int, removed_index: int, eta: EtaFn
     ) -> list[Event]:
-        """A job left the queue at ``removed_index``: everyone behind it moves up."""
-        out: list[Event] = []
+        """A job left the queue at ``removed_index``: everyone behind it moves up.
+
+        Announced with a ``position`` event to each job now in the first
+        ``POSITION_EVERY_UNTIL`` places, and further back only at every
+        ``POSITION_STRIDE``-th place: a deep queue would otherwise cost one event (and one
+        NOTIFY read by every node) per queued job per claim, O(n^2) for n queued jobs.
+        The job object's ``queue.position`` is always exact."""
         ids = self._queued_ids(conn)
-        for index in range(removed_index, len(ids)):
-            job_id = ids[index]
-            attempt = conn.execute(select(jobs.c.attempt).where(jobs.c.id == job_id)).scalar_one()
-            position = index + 1
-            out.append(
-                self._append(
-                    conn,
+        positions = {
+            ids[index]: index + 1
+            for index in range(removed_index, len(ids))
+            if index + 1 <= POSITION_EVERY_UNTIL or (index + 1) % POSITION_STRIDE == 0
+        }
+        if not positions:
+            return []
+        # One statement each for the rows, the events and the notifications (this runs
+        # inside every claim, under the queue lock: its length is the claim rate).
+        rows = conn.execute(
+            jobs.update()
+            .where(jobs.c.id.in_(list(positions)))
+            .values(last_seq=jobs.c.last_seq + 1, updated_ms=now)
+            .returning(jobs.c.id, jobs.c.last_seq, jobs.c.attempt)
+        ).all()
+        out = sorted(
+            (
+                Event(
                     job_id,
+                    int(seq),
                     EventType.POSITION,
                     int(attempt),
-                    {"position": position, "eta_s": eta(position)},
                     now,
+                    {"position": positions[job_id], "eta_s": eta(positions[job_id])},
                 )
+                for job_id, seq, attempt in rows
+            ),
+            key=lambda e: positions[e.job_id],
+        )
+        conn.execute(
+            job_events.insert(),
+            [
+                {
+                    "job_id": e.job_id,
+                    "seq": e.seq,
+                    "type": e.type.value,
+                    "attempt": e.attempt,
+                    "ts_ms": now,
+                    "data": dumps(e.data),
+                }
+                for e in out
+            ],
+        )
+        if not self.is_sqlite:
+            conn.execute(
+                text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) p"),
+                {
+                    "channel": NOTIFY_CHANNEL,
+                    "payloads": [f"{e.job_id}:{e.seq}:{e.type.value}" for e in out],
+                },
             )
         return out
 
@@ -296,6 +370,7 @@ class SqlStore:
         """queued -> cancelled at once; running/uploading -> cancel_requested (+ event);
         cancelled -> unchanged.  Completed/failed are left to the caller to refuse."""
         with self._tx() as conn:
+            self._queue_lock(conn)
             job = self._locked(conn, job_id)
             now = self._now(conn)
             events: list[Event] = []
@@ -408,6 +483,7 @@ class SqlStore:
                     .limit(1)
                 ).first()
             else:  # pragma: no cover
+                self._queue_lock(conn)
                 row = conn.execute(
                     select(jobs.c.id)
                     .where(jobs.c.status == JobStatus.QUEUED.value)

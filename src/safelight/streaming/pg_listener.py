@@ -1,7 +1,8 @@
 """Scale-out fan-out: LISTEN for the ids of events committed by any node.
 
 Each API (and worker) node holds one PostgreSQL connection in LISTEN mode.  A notification
-names ``job_id:seq``; the listener reads that event from the table (the source of truth)
+names ``job_id:seq:type``; when this node follows the job (or the type concerns every node:
+``queued``, ``cancel_requested``) the listener reads that event from the table (the source of truth)
 and hands it to the node's ``deliver`` callback (broadcaster, worker wake-ups, cancel
 signals).  After a reconnect it re-announces the newest event of every job this node's
 clients follow: followers backfill any gap from the store, so nothing is lost while the
@@ -27,8 +28,12 @@ from safelight.retry import Backoff
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import NOTIFY_CHANNEL, SqlStore
 from safelight.streaming.broadcaster import Broadcaster
+from safelight.types import EventType
 
 log = logging.getLogger("safelight.listener")
+# Event types every node needs whoever follows the job: queued wakes idle worker slots,
+# cancel_requested reaches the worker running the job.
+NODE_WIDE = frozenset({EventType.QUEUED.value, EventType.CANCEL_REQUESTED.value})
 
 
 def libpq_dsn(sqlalchemy_url: str) -> str:
@@ -57,13 +62,15 @@ class PgListener:
         self.on_reconnect = on_reconnect
         self.connected = asyncio.Event()
         self.connections = 0  # successful LISTENs so far (1 + reconnects)
+        self.skipped = 0  # notifications not read: nobody here needs them
 
     async def run(self) -> None:
         while True:
             try:
                 await self._listen()
             except Exception as exc:  # any failure: reconnect (CancelledError passes)
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("LISTEN connection lost (%s); reconnecting", first_line)
             self.connected.clear()
             await asyncio.sleep(self.retry.next())
 
@@ -87,8 +94,13 @@ class PgListener:
                     await conn.execute("SELECT 1")
 
     async def _on_note(self, payload: str) -> None:
-        job_id, _, seq = payload.rpartition(":")
+        job_id, seq, kind = [*payload.split(":"), "", ""][:3]
         if not job_id or not seq.isdigit():
+            return
+        if kind not in NODE_WIDE and job_id not in self.broadcaster.followed():
+            # Nobody here follows this job and it wakes nothing: do not read it.  (Most
+            # events on a busy cluster; reading each on every node was the cost.)
+            self.skipped += 1
             return
         events = await self.store.read(SqlStore.read_events, job_id, int(seq) - 1, 1)
         if events:
