@@ -10,6 +10,8 @@ that the history, ``REVISIONS`` and these tables agree on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -28,6 +30,10 @@ REVISIONS: tuple[str, ...] = ("0001", "0002")
 HEAD = REVISIONS[-1]
 
 metadata = MetaData()
+
+# The lease columns (jobs and webhook_deliveries) when a lease ends.
+# nosec B105: "lease_token" is a column name being cleared, not a password.
+CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}  # nosec B105
 
 jobs = Table(
     "jobs",

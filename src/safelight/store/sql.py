@@ -35,7 +35,7 @@ from safelight.errors import (
 from safelight.models import Event, JobRecord, dumps
 from safelight.store import webhooks as webhook_rows
 from safelight.store.migrate import SchemaPolicy, prepare
-from safelight.store.schema import idempotency_keys, job_events, jobs
+from safelight.store.schema import CLEAR_LEASE, idempotency_keys, job_events, jobs
 from safelight.types import EventType, JobStatus, WebhookEvent, check_transition
 
 EtaFn = Callable[[int], float | None]
@@ -49,8 +49,6 @@ POSITION_EVERY_UNTIL = 20
 POSITION_STRIDE = 10
 # pg_advisory_xact_lock key for queue renumbering (see SqlStore._queue_lock).
 QUEUE_LOCK_KEY = 0x5AFE_0001
-# nosec B105: "lease_token" is a column name being cleared, not a password.
-CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}  # nosec B105
 ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
 
 

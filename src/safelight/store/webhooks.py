@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, select
 
 from safelight.errors import LeaseLost
 from safelight.models import Event, dumps, iso_ms
-from safelight.store.schema import job_webhooks, webhook_attempts, webhook_deliveries
+from safelight.store.schema import CLEAR_LEASE, job_webhooks, webhook_attempts, webhook_deliveries
 from safelight.types import (
     WEBHOOK_EVENT_OF,
     AttemptOutcome,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from safelight.store.sql import SqlStore
 
 PENDING = DeliveryStatus.PENDING.value
-NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,7 @@ def record_attempt(
             outcome = AttemptOutcome.GAVE_UP
         else:
             outcome = AttemptOutcome.RETRYING
-        values: dict[str, Any] = {"attempts": d.attempts + 1, "last_error": error, **NO_LEASE}
+        values: dict[str, Any] = {"attempts": d.attempts + 1, "last_error": error, **CLEAR_LEASE}
         if outcome is AttemptOutcome.RETRYING:
             values["next_attempt_ms"] = now + retry_in_ms
         else:
@@ -289,6 +288,6 @@ def release_leases(store: SqlStore) -> int:
         result = conn.execute(
             webhook_deliveries.update()
             .where((d.status == PENDING) & d.lease_token.is_not(None))
-            .values(**NO_LEASE)
+            .values(**CLEAR_LEASE)
         )
         return int(result.rowcount or 0)

@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 
 PREFIX = "whsec_"
-SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name, not a secret
+SECRET_FILE = "webhook_secret"  # noqa: S105  # nosec B105 - a file name, not a secret
 
 
 def new_secret() -> str:
