@@ -96,6 +96,13 @@ class Worker:
                 await self.execute(job)
             except LeaseLost:
                 log.info("worker %s lost the lease of job %s; stopped", self.name, job.id)
+            except Unavailable as exc:
+                # The store cannot write (disk full, database down): nothing about this
+                # attempt can be recorded, so it is abandoned; once writes work again the
+                # reaper requeues the job when its lease lapses (R13).
+                log.warning(
+                    "worker %s abandoned job %s: store unavailable (%s)", self.name, job.id, exc
+                )
             except Exception:
                 log.exception("worker %s: unexpected error on job %s", self.name, job.id)
 
