@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,8 @@ EtaFn = Callable[[int], float | None]
 # PostgreSQL: every appended event is announced on this channel as "job_id:seq" (ids only;
 # the table is the source of truth), delivered at commit, to every API node's listener.
 NOTIFY_CHANNEL = "safelight_events"
+# pg_advisory_xact_lock key for queue-reordering transactions (any fixed 64-bit number).
+QUEUE_LOCK_KEY = 0x5AFE_0001
 CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_ms": None}
 ACTIVE = (JobStatus.RUNNING.value, JobStatus.UPLOADING.value)
 
@@ -59,6 +62,9 @@ class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Embedded lease clock (see _lease_now): the wall clock read once, then monotonic.
+        self._anchor_wall_ms = int(time.time() * 1000)
+        self._anchor_mono = time.monotonic()
         if self.is_sqlite:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
@@ -110,6 +116,17 @@ class SqlStore:
         else:  # pragma: no cover
             expr = text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
         return int(conn.execute(expr).scalar_one())
+
+    def _lease_now(self, conn: Connection) -> int:
+        """The clock leases are set and judged by.  PostgreSQL: the database clock, which
+        every node shares.  SQLite (embedded): one process owns the data directory, so its
+        monotonic clock, anchored to the wall clock once - a wall-clock step (NTP) while
+        jobs run must not make live leases look expired (R12: a +1 h step requeued every
+        running job as ``worker_lost``).  Start-up recovery reaps every active job, so
+        leases written by an earlier process never need comparing."""
+        if self.is_sqlite:
+            return self._anchor_wall_ms + int((time.monotonic() - self._anchor_mono) * 1000)
+        return self._now(conn)
 
     def now_ms(self) -> int:
         with self._read() as conn:
@@ -174,6 +191,15 @@ class SqlStore:
             .order_by(jobs.c.enqueued_ms, jobs.c.id)
         )
         return [r[0] for r in rows]
+
+    def _lock_queue(self, conn: Connection) -> None:
+        """PostgreSQL: serialise the transactions that reorder the queue (claim, cancel of
+        a queued job), taken before any row lock.  Each locks its own job and then every
+        queued job behind it (``position`` events), so two concurrent claims deadlocked
+        (found by R12 with four worker slots and 20 queued jobs).  SQLite already has one
+        writer."""
+        if not self.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": QUEUE_LOCK_KEY})
 
     def _shift_queue(
         self, conn: Connection, now: int, removed_index: int, eta: EtaFn
@@ -299,6 +325,7 @@ class SqlStore:
         """queued -> cancelled at once; running/uploading -> cancel_requested (+ event);
         cancelled -> unchanged.  Completed/failed are left to the caller to refuse."""
         with self._tx() as conn:
+            self._lock_queue(conn)
             job = self._locked(conn, job_id)
             now = self._now(conn)
             events: list[Event] = []
@@ -397,6 +424,7 @@ class SqlStore:
         self, worker: str, lease_ms: int, eta: EtaFn = _no_eta
     ) -> tuple[JobRecord, list[Event]] | None:
         with self._tx() as conn:
+            self._lock_queue(conn)
             if self.is_sqlite:
                 row = conn.execute(
                     select(jobs.c.id)
@@ -429,7 +457,7 @@ class SqlStore:
                     status=JobStatus.RUNNING.value,
                     lease_owner=worker,
                     lease_token=token,
-                    lease_expires_ms=now + lease_ms,
+                    lease_expires_ms=self._lease_now(conn) + lease_ms,
                     started_ms=now,
                     last_progress_ms=now,
                 )
@@ -440,7 +468,6 @@ class SqlStore:
     def heartbeat(self, job_id: str, token: str, lease_ms: int) -> bool:
         """Renew the lease; returns ``cancel_requested``.  Raises ``LeaseLost``."""
         with self._tx() as conn:
-            now = self._now(conn)
             row = conn.execute(
                 jobs.update()
                 .where(
@@ -448,7 +475,7 @@ class SqlStore:
                     & (jobs.c.lease_token == token)
                     & jobs.c.status.in_(ACTIVE)
                 )
-                .values(lease_expires_ms=now + lease_ms)
+                .values(lease_expires_ms=self._lease_now(conn) + lease_ms)
                 .returning(jobs.c.cancel_requested)
             ).first()
             if row is None:
@@ -489,12 +516,13 @@ class SqlStore:
         events: list[Event] = []
         with self._tx() as conn:
             now = self._now(conn)
+            lease_now = self._lease_now(conn)
             query = select(jobs.c.id).where(jobs.c.status.in_(ACTIVE))
             if not everything:
-                query = query.where(jobs.c.lease_expires_ms < now)
+                query = query.where(jobs.c.lease_expires_ms < lease_now)
             for (job_id,) in conn.execute(query.order_by(jobs.c.enqueued_ms)).all():
                 job = self._locked(conn, job_id)
-                expired = job.lease_expires_ms is None or job.lease_expires_ms < now
+                expired = job.lease_expires_ms is None or job.lease_expires_ms < lease_now
                 if not job.status.active or not (everything or expired):
                     continue  # another reaper (or the worker) got there first
                 if job.cancel_requested:
