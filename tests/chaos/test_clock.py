@@ -117,6 +117,7 @@ def judge_jobs(run: Scenario, url: str, job_ids: list[str]) -> dict[str, int]:
     return {"retries": retries, "lost": lost, "stuck": stuck}
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 def test_r12_embedded_wall_clock_step_reclaims_no_lease(tmp_path: Path, scenario: Any) -> None:
     run = scenario("R12e", "embedded server, wall clock stepped +1 h then -2 h mid-run")
     offset = tmp_path / "faketime"
@@ -143,6 +144,7 @@ def test_r12_embedded_wall_clock_step_reclaims_no_lease(tmp_path: Path, scenario
     assert (run.lost, run.stuck) == (0, 0) and run.passed == run.trials_run, run.row()
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 @pytest.mark.postgres
 def test_r12_skewed_workers_and_api_node(tmp_path: Path, database: str, scenario: Any) -> None:
     run = scenario("R12", "PostgreSQL: workers at +3 h / -3 h, then the API node at +3 h")

@@ -163,6 +163,7 @@ def _preview_and_final(run: Scenario, server: LiveServer, disk: Path) -> dict[st
     return seen
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 def test_r13_disk_full_during_preview_final_and_create(
     disk: Path, tmp_path: Path, scenario: Any
 ) -> None:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.chaos.common import assert_clean, judge, raise_fd_limit, rss_mb, until
 from tests.chaos.conftest import full_scale
 from tests.chaos.followers import Followed, FollowSettings, follow, p99, unlimited_http
@@ -106,6 +108,7 @@ async def _fan_out(server: LiveServer, n_normal: int, slow: bool) -> dict[str, A
     return out
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 def test_r8_slow_consumer_is_dropped_and_others_unaffected(
     live_server: Factory, scenario: Any
 ) -> None:
@@ -217,6 +220,7 @@ async def _storm(server: LiveServer, n_jobs: int, n_ws: int, n_sse: int) -> dict
     }
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 def test_r9_reconnect_storm_after_sigkill(live_server: Factory, scenario: Any) -> None:
     n_jobs, n_ws, n_sse = (50, 2000, 500) if full_scale() else (10, 200, 50)
     run = scenario(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.chaos.common import aopen_streams, assert_clean, judge, until
 from tests.chaos.conftest import full_scale
@@ -81,6 +82,7 @@ async def _blackhole_trial(
     }
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 def test_r6_blackhole_followers_notice_and_resume(live_server: Factory, scenario: Any) -> None:
     full = full_scale()
     n_ws, n_sse = (20, 20) if full else (5, 5)
@@ -138,6 +140,7 @@ async def _reset_trial(
     return followers, last_seq, proxy.resets
 
 
+@pytest.mark.timeout(1800)  # the long tier runs many trials
 def test_r7_resets_at_random_offsets(live_server: Factory, scenario: Any) -> None:
     run = scenario("R7", "RST at random byte offsets, WS + SSE", trials=2)
     server = live_server(**NET)
