@@ -16,9 +16,10 @@ import pytest
 
 from tests.chaos.common import assert_clean, judge, raise_fd_limit, rss_mb, until
 from tests.chaos.conftest import full_scale
+from tests.chaos.faultproxy import FaultProxy
 from tests.chaos.followers import Followed, FollowSettings, follow, p99, unlimited_http
 from tests.conftest import LiveServer
-from tests.integration.helpers import create, get, read_ws
+from tests.integration.helpers import create, get, poll, read_ws
 
 Factory = Callable[..., LiveServer]
 
@@ -81,6 +82,16 @@ async def _fan_out(server: LiveServer, n_normal: int, slow: bool) -> dict[str, A
             )
             for f in followers
         ]
+        trickle = Followed("ws", job["id"])
+        proxy = None
+        if slow:  # and a reader behind a link that carries 8 kB/s (tbf 64 kbit)
+            proxy = await FaultProxy(server.port).start()
+            proxy.slow(8000)
+            tasks.append(
+                asyncio.create_task(
+                    follow("ws", proxy.url, job["id"], http, settings=settings, out=trickle)
+                )
+            )
         peak = rss_before
 
         def sample() -> bool:
@@ -90,6 +101,8 @@ async def _fan_out(server: LiveServer, n_normal: int, slow: bool) -> dict[str, A
 
         await until(sample, 120, step=0.2)
         await asyncio.gather(*tasks)
+        if proxy is not None:
+            await proxy.close()
     last_seq = (await asyncio.to_thread(get, server.url, job["id"]))["last_seq"]
     out: dict[str, Any] = {
         "followers": followers,
@@ -97,6 +110,7 @@ async def _fan_out(server: LiveServer, n_normal: int, slow: bool) -> dict[str, A
         "latencies": [x for f in followers for x in f.latencies],
         "rss_growth_mb": round(peak - rss_before, 1),
         "job_id": job["id"],
+        "trickle": trickle,
     }
     if raw is not None:
         raw.settimeout(10)
@@ -128,6 +142,7 @@ def test_r8_slow_consumer_is_dropped_and_others_unaffected(
     reasons: list[str] = []
     latencies: list[float] = []
     growth: list[float] = []
+    trickle_drops: list[int] = []
     for _ in run.trials():
         result = asyncio.run(_fan_out(server, n_normal, slow=True))
         judge(run, result["followers"], result["last_seq"])
@@ -146,11 +161,13 @@ def test_r8_slow_consumer_is_dropped_and_others_unaffected(
         _, rest, closed = read_ws(server.url, result["job_id"], cursor)
         slow = Followed("ws", result["job_id"], seqs=[e["seq"] for e in events + rest])
         slow.terminal = rest[-1]["type"] if closed and rest else None
-        judge(run, [slow], result["last_seq"])
+        judge(run, [slow, result["trickle"]], result["last_seq"])
+        trickle_drops.append(result["trickle"].reconnects)
     run.figure("normal_latency_p99_s_baseline", p99(base["latencies"]))
     run.figure("normal_latency_p99_s_with_slow", p99(latencies))
     run.figure("rss_growth_mb_max", max(growth) if growth else None)
     run.figure("slow_drop_reason", "; ".join(sorted(set(reasons))))
+    run.figure("8kBps_reader_reconnects", trickle_drops)
     assert_clean(run)
 
 
@@ -171,7 +188,7 @@ async def _storm(server: LiveServer, n_jobs: int, n_ws: int, n_sse: int) -> dict
 
     # The research's client backoff: full jitter, base 0.25 s, cap 8 s.
     settings = FollowSettings(
-        dead_after_s=5.0, open_timeout_s=5.0, backoff_base_s=0.25, backoff_cap_s=8.0
+        dead_after_s=10.0, open_timeout_s=10.0, backoff_base_s=0.25, backoff_cap_s=8.0
     )
     async with unlimited_http(server.url) as http:
         http.event_hooks["response"] = [on_response]
@@ -183,12 +200,16 @@ async def _storm(server: LiveServer, n_jobs: int, n_ws: int, n_sse: int) -> dict
             )
             for f in followers
         ]
-        connected = await until(lambda: all(f.connected for f in followers), 120, step=0.1)
-        assert connected is not None, "not every follower connected before the kill"
+        connected = await until(
+            lambda: all(f.connected or f.terminal for f in followers), 300, step=0.1
+        )
+        connected_before = sum(1 for f in followers if f.connected or f.terminal)
         running = [
             j["status"]
             for j in await asyncio.to_thread(lambda: [get(server.url, j["id"]) for j in jobs])
         ]
+        logs = await asyncio.to_thread(lambda: [poll(server.url, j["id"], 0) for j in jobs])
+        retried_before = sum(1 for page in logs for e in page["events"] if e["type"] == "retry")
         killed_at = time.monotonic()
         server.kill()
         await asyncio.to_thread(server.start, 60)
@@ -212,6 +233,9 @@ async def _storm(server: LiveServer, n_jobs: int, n_ws: int, n_sse: int) -> dict
         "followers": followers,
         "last_seqs": last_seqs,
         "running_at_kill": running.count("running"),
+        "connected_before": connected_before,
+        "all_connected_s": connected,
+        "retried_before_kill": retried_before,
         "restart_s": round(back_at - killed_at, 2),
         "resubscribed_s": resubscribed,
         "reconnect_after_back": late,
@@ -228,13 +252,27 @@ def test_r9_reconnect_storm_after_sigkill(live_server: Factory, scenario: Any) -
     )
     raise_fd_limit(4 * (n_ws + n_sse) + 1024)
     server = live_server(
-        step_delay_s=0.06,
+        # Jobs must outlast connecting every follower (tens of seconds at full scale).
+        step_delay_s=0.4 if full_scale() else 0.06,
+        # The research's test lease and a 10 Hz progress rate.  With FAST's 2 s lease and
+        # 50 Hz progress x 50 jobs, the one SQLite writer fell seconds behind, heartbeats
+        # queued behind progress writes and leases lapsed until jobs hit max_attempts
+        # (docs/reliability.md, "Open findings").
+        lease_s=10.0,
+        progress_interval_s=0.1,
+        preview_interval_s=1.0,
         concurrency=n_jobs,
         max_streams_per_client=100_000,
         queue_limit=10_000,
         ping_interval_s=1.0,
     )
-    figures: dict[str, list[Any]] = {"restart": [], "resub": [], "late": [], "running": []}
+    figures: dict[str, list[Any]] = {
+        "restart": [],
+        "resub": [],
+        "late": [],
+        "running": [],
+        "connect": [],
+    }
     non_503 = retry_after_missing = total_503 = 0
     for _ in run.trials():
         result = asyncio.run(_storm(server, n_jobs, n_ws, n_sse))
@@ -246,6 +284,14 @@ def test_r9_reconnect_storm_after_sigkill(live_server: Factory, scenario: Any) -
         not_done = [j for j, s in result["statuses"].items() if s != "completed"]
         if not_done:
             run.fail(f"{len(not_done)} jobs did not complete after the restart")
+        total = n_ws + n_sse
+        if result["connected_before"] < total:
+            run.fail(
+                f"only {result['connected_before']}/{total} followers connected within 300 s "
+                "before the kill"
+            )
+        if result["retried_before_kill"]:
+            run.fail(f"{result['retried_before_kill']} leases lapsed under load before the kill")
         if result["resubscribed_s"] is None:
             run.fail("not every follower resubscribed after the restart")
         for status, has_retry_after in result["refusals"]:
@@ -258,8 +304,10 @@ def test_r9_reconnect_storm_after_sigkill(live_server: Factory, scenario: Any) -
         figures["resub"].append(result["resubscribed_s"])
         figures["late"] += result["reconnect_after_back"]
         figures["running"].append(result["running_at_kill"])
+        figures["connect"].append(result["all_connected_s"])
     if retry_after_missing:
         run.fail(f"{retry_after_missing} 503 answers without Retry-After")
+    run.figure("all_connected_s", figures["connect"])
     run.figure("jobs_running_at_kill", figures["running"])
     run.figure("restart_s", figures["restart"])
     run.figure("all_resubscribed_s", figures["resub"])
@@ -267,3 +315,24 @@ def test_r9_reconnect_storm_after_sigkill(live_server: Factory, scenario: Any) -
     run.figure("answers_503", total_503)
     run.figure("other_http_errors", non_503)
     assert_clean(run)
+
+
+def test_client_gone_before_accept_logs_no_asgi_exception(live_server: Factory) -> None:
+    """Regression (found by R9): a WebSocket client that disconnects between its upgrade
+    request and the server's accept made uvicorn skip the accept silently, so the welcome
+    send raised RuntimeError and every such client logged "Exception in ASGI
+    application" with a stack trace."""
+    server = live_server(concurrency=0, max_streams_per_client=10_000)
+    job = create(server.url)
+    socks = [stalled_ws(server, job["id"]) for _ in range(200)]
+    for n, raw in enumerate(socks):
+        if n % 2:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # RST at once, before the server can accept
+        else:
+            raw.shutdown(socket.SHUT_WR)  # or a FIN, then gone
+            raw.close()
+    # The server is still serving, and logged none of them as an application error.
+    assert read_ws(server.url, job["id"], 0, limit=0)[0]["type"] == "welcome"
+    time.sleep(0.5)  # let the handlers of the dropped handshakes finish and log
+    assert "Exception in ASGI application" not in server.log()
