@@ -30,6 +30,12 @@ from typing import Any
 import pytest
 
 
+def full_scale() -> bool:
+    """``SAFELIGHT_CHAOS_SCALE=full`` (``scripts/chaos``' default): the research's client
+    counts and outage lengths; otherwise a scaled-down fast tier for CI."""
+    return os.environ.get("SAFELIGHT_CHAOS_SCALE", "fast") == "full"
+
+
 def trial_factor() -> float:
     """Multiplier on each scenario's fast-tier trial count (``scripts/chaos`` raises it)."""
     return float(os.environ.get("SAFELIGHT_CHAOS_TRIALS", "1"))

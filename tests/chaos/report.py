@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +14,18 @@ from pathlib import Path
 BEGIN, END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
 
 
+def _order(row: dict[str, object]) -> tuple[str, int, str]:
+    """R1 < R7 < R7c < R12 < S1: letter, number, then any suffix."""
+    m = re.match(r"([A-Z]+)(\d*)(.*)", str(row["id"]))
+    assert m is not None
+    return m.group(1), int(m.group(2) or 0), m.group(3)
+
+
 def table(rows: list[dict[str, object]]) -> str:
     head = "| id | scenario | trials | passed | lost | dup | stuck | figures |\n"
     head += "|---|---|---|---|---|---|---|---|\n"
     body = ""
-    for r in sorted(rows, key=lambda r: (str(r["id"])[0], int(str(r["id"])[1:] or 0))):
+    for r in sorted(rows, key=_order):
         figs = r.get("figures") or {}
         assert isinstance(figs, dict)
         notes = r.get("notes") or []

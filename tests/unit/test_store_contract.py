@@ -304,3 +304,35 @@ def test_unknown_job(store: SqlStore) -> None:
     assert store.get_job("nope") is None
     with pytest.raises(NotFound):
         store.request_cancel("nope")
+
+
+def test_concurrent_claims_and_cancels_do_not_deadlock(store: SqlStore) -> None:
+    """Regression (found by chaos R12): each claim locks its job, then every queued job
+    behind it (position events); two claims at once deadlocked on PostgreSQL and the
+    workers backed off as if the store were down."""
+    ids = [create(store) for _ in range(40)]
+    claimed: list[str] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        start.wait()
+        try:
+            while (got := store.claim(f"w{n}", 60_000)) is not None:
+                claimed.append(got[0].id)
+                if n % 2:  # cancels of queued jobs reorder the queue too
+                    queued = [j for j in ids[::-1] if j not in claimed]
+                    if queued:
+                        store.request_cancel(queued[0])
+        except Unavailable as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(claimed) == len(set(claimed))
+    for job_id in ids:
+        assert_gapless(store, job_id)

@@ -126,6 +126,13 @@ class Worker:
                 await self.execute(job)
             except LeaseLost as exc:
                 log.warning("worker %s gave up job %s: %s", self.name, job.id, exc)
+            except Unavailable as exc:
+                # The store cannot write (disk full, database down): nothing about this
+                # attempt can be recorded, so it is abandoned; once writes work again the
+                # reaper requeues the job when its lease lapses (R13).
+                log.warning(
+                    "worker %s abandoned job %s: store unavailable (%s)", self.name, job.id, exc
+                )
             except Exception:
                 log.exception("worker %s: unexpected error on job %s", self.name, job.id)
 

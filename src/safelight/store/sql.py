@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,9 @@ class SqlStore:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Embedded lease clock (see _lease_now): the wall clock read once, then monotonic.
+        self._anchor_wall_ms = int(time.time() * 1000)
+        self._anchor_mono = time.monotonic()
         if self.is_sqlite:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
@@ -132,6 +136,17 @@ class SqlStore:
         else:  # pragma: no cover
             expr = text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
         return int(conn.execute(expr).scalar_one())
+
+    def _lease_now(self, conn: Connection) -> int:
+        """The clock leases are set and judged by.  PostgreSQL: the database clock, which
+        every node shares.  SQLite (embedded): one process owns the data directory, so its
+        monotonic clock, anchored to the wall clock once - a wall-clock step (NTP) while
+        jobs run must not make live leases look expired (R12: a +1 h step requeued every
+        running job as ``worker_lost``).  Start-up recovery reaps every active job, so
+        leases written by an earlier process never need comparing."""
+        if self.is_sqlite:
+            return self._anchor_wall_ms + int((time.monotonic() - self._anchor_mono) * 1000)
+        return self._now(conn)
 
     def now_ms(self) -> int:
         with self._read() as conn:
@@ -506,7 +521,7 @@ class SqlStore:
                     status=JobStatus.RUNNING.value,
                     lease_owner=worker,
                     lease_token=token,
-                    lease_expires_ms=now + lease_ms,
+                    lease_expires_ms=self._lease_now(conn) + lease_ms,
                     started_ms=now,
                     last_progress_ms=now,
                 )
@@ -517,7 +532,6 @@ class SqlStore:
     def heartbeat(self, job_id: str, token: str, lease_ms: int) -> bool:
         """Renew the lease; returns ``cancel_requested``.  Raises ``LeaseLost``."""
         with self._tx() as conn:
-            now = self._now(conn)
             row = conn.execute(
                 jobs.update()
                 .where(
@@ -525,7 +539,7 @@ class SqlStore:
                     & (jobs.c.lease_token == token)
                     & jobs.c.status.in_(ACTIVE)
                 )
-                .values(lease_expires_ms=now + lease_ms)
+                .values(lease_expires_ms=self._lease_now(conn) + lease_ms)
                 .returning(jobs.c.cancel_requested)
             ).first()
             if row is None:
@@ -599,12 +613,13 @@ class SqlStore:
         events: list[Event] = []
         with self._tx() as conn:
             now = self._now(conn)
+            lease_now = self._lease_now(conn)
             query = select(jobs.c.id).where(jobs.c.status.in_(ACTIVE))
             if not everything:
-                query = query.where(jobs.c.lease_expires_ms < now)
+                query = query.where(jobs.c.lease_expires_ms < lease_now)
             for (job_id,) in conn.execute(query.order_by(jobs.c.enqueued_ms)).all():
                 job = self._locked(conn, job_id)
-                expired = job.lease_expires_ms is None or job.lease_expires_ms < now
+                expired = job.lease_expires_ms is None or job.lease_expires_ms < lease_now
                 if not job.status.active or not (everything or expired):
                     continue  # another reaper (or the worker) got there first
                 if job.cancel_requested:
