@@ -310,13 +310,12 @@ def test_cancel_mid_run_stops_quickly_and_the_child_stays_warm(
 ) -> None:
     pid = provider.child_pid
     rec = Recorder(at_step=3, action=raise_cancelled)
-    started = time.monotonic()
     with pytest.raises(Cancelled):
         provider.generate(make_request(steps=500), rec)
-    elapsed = time.monotonic() - started
     assert [s for s, _ in rec.steps] == [1, 2, 3]  # stopped at the next step
-    assert elapsed < 3.0, elapsed  # 500 steps take 5 s or more here
-    assert provider.child_pid == pid  # acknowledged: not killed
+    # A child that ignored the cancel would be killed after the grace and replaced; the
+    # same pid proves it stopped by itself (no wall-clock assertion: the box may be busy).
+    assert provider.child_pid == pid
     images = provider.generate(make_request(steps=3), Recorder())
     assert len(images) == 1
 

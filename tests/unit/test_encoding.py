@@ -43,3 +43,14 @@ def test_encoded_events_never_contain_raw_line_breaks(text: str) -> None:
     ev = Event("j", 1, EventType.FAILED, 1, 0, {"error": {"message": text}})
     assert "\n" not in ev.json and "\r" not in ev.json
     assert json.loads(ev.json)["data"]["error"]["message"] == text
+
+
+def test_job_ids_never_start_with_a_dash_or_underscore() -> None:
+    """Regression: ``safelight retry -kr4q9...`` failed, argparse took the id for an option
+    (1 id in 32 started with ``-`` or ``_``)."""
+    from safelight.store.sql import new_id
+
+    ids = [new_id() for _ in range(5000)]
+    assert all(i[0].isalnum() for i in ids)
+    assert all(len(i) == 22 for i in ids)
+    assert len(set(ids)) == len(ids)

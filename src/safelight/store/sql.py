@@ -725,8 +725,13 @@ def worker_lost_error(attempt: int, max_attempts: int) -> dict[str, Any]:
 
 
 def new_id() -> str:
-    """128 random bits, URL-safe (API.md: opaque, >= 128 bits)."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe (API.md: opaque, >= 128 bits), never starting with ``-``
+    or ``_``: an id like ``-kr4q...`` reads as an option to ``safelight retry ID`` and to
+    most command lines.  A redraw keeps the id uniform over the ids that remain."""
+    while True:
+        job_id = secrets.token_urlsafe(16)
+        if job_id[0].isalnum():
+            return job_id
 
 
 _JSON_COLUMNS = {"settings", "progress", "preview", "images", "error"}
