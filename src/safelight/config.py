@@ -83,6 +83,11 @@ class Settings:
     idempotency_ttl_s: float = 24 * 3600.0
     min_free_bytes: int = 64 * 1024 * 1024
 
+    # Polling answers (streaming/polls.py): shared per job and cursor, invalidated by the
+    # job's next publish; the TTL only bounds staleness when publishes arrive late
+    # (scale-out with the LISTEN connection down).
+    poll_cache_ttl_s: float = 0.5
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "safelight.db"

@@ -15,6 +15,7 @@ from safelight.api.context import AppContext
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
 from safelight.runtime import Runtime
+from safelight.streaming.polls import PollAnswers
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -29,7 +30,9 @@ def create_app(settings: Settings) -> FastAPI:
             service=runtime.service,
             metrics=runtime.metrics,
             limiter=RateLimiter(settings.create_rate_per_min),
+            polls=PollAnswers(runtime.store, settings.poll_after_ms, settings.poll_cache_ttl_s),
         )
+        runtime.broadcaster.on_publish.append(ctx.polls.published)
         app.state.ctx = ctx
         await runtime.start()
         try:
@@ -47,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.include_router(job_routes.router)
     app.include_router(streams.router)
-    app.router.routes.extend(streams.websocket_routes)
+    app.router.routes.extend(streams.stream_routes)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(SecurityHeaders)

@@ -15,6 +15,7 @@ from safelight.jobs.service import JobService
 from safelight.metrics import Metrics
 from safelight.store.runner import AsyncStore
 from safelight.streaming.broadcaster import Broadcaster
+from safelight.streaming.polls import PollAnswers
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AppContext:
     service: JobService
     metrics: Metrics
     limiter: RateLimiter
+    polls: PollAnswers
     streams_per_client: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
 

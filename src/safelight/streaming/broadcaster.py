@@ -46,22 +46,38 @@ class EventQueue:
 
     async def get(self) -> Event:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self.wait()
         return self._items.popleft()
+
+    async def wait(self) -> None:
+        """Until an item is queued or ``wake()`` is called (returns at once if non-empty)."""
+        if self._items:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Subscription:
-    __slots__ = ("job_id", "on_overflow", "overflowed", "queue")
+    __slots__ = ("job_id", "on_overflow", "overflowed", "queue", "stopped")
 
     def __init__(self, job_id: str, size: int) -> None:
         self.job_id = job_id
         self.queue = EventQueue(size)
         self.overflowed = False
+        self.stopped = False  # the client went away: the follower ends at its next turn
         self.on_overflow: Callable[[], object] | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.queue.wake()
 
     def offer(self, event: Event) -> None:
         if self.overflowed:
@@ -80,6 +96,8 @@ class Broadcaster:
         self._subs: dict[str, set[Subscription]] = {}
         self._last: dict[str, int] = {}  # highest seq published per followed job
         self.published = 0
+        # Also told of every publish (polling answers: invalidate, wake parked polls).
+        self.on_publish: list[Callable[[list[Event]], None]] = []
 
     def subscribe(self, job_id: str) -> Subscription:
         sub = Subscription(job_id, self.queue_size)
@@ -96,6 +114,9 @@ class Broadcaster:
 
     def publish(self, events: Iterable[Event]) -> None:
         """Called on the event loop, in commit order."""
+        events = list(events)
+        for hook in self.on_publish:
+            hook(events)
         for event in events:
             self.published += 1
             subs = self._subs.get(event.job_id)

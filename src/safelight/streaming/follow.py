@@ -95,6 +95,12 @@ class Follower:
         self.done = job.terminal and self.after >= job.last_seq
         return Control("welcome", body)
 
+    def interrupt(self) -> None:
+        """The client disconnected: end ``events()`` at its next turn (callable from any
+        task on the loop)."""
+        if self.sub is not None:
+            self.sub.stop()
+
     def close(self) -> None:
         if self.sub is not None:
             self.broadcaster.unsubscribe(self.sub)
@@ -123,10 +129,13 @@ class Follower:
             yield event
             if final:
                 return
-        queue = self.sub.queue
+        sub = self.sub
+        queue = sub.queue
         while True:
-            if self.sub.overflowed:
+            if sub.overflowed:
                 raise SlowConsumer()
+            if sub.stopped:
+                return
             # Hot path (runs per event per subscriber): take a ready event without awaiting,
             # and use asyncio.timeout rather than wait_for, which creates a task per call.
             try:
@@ -134,10 +143,10 @@ class Follower:
             except asyncio.QueueEmpty:
                 try:
                     async with asyncio.timeout(self.ping_interval_s):
-                        event = await queue.get()
+                        await queue.wait()
                 except TimeoutError:
                     yield Control("ping", {"type": "ping", "last_seq": self.last_sent})
-                    continue
+                continue
             if event.seq <= self.last_sent:
                 continue
             if event.seq > self.last_sent + 1:
