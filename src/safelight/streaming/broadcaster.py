@@ -19,22 +19,26 @@ class EventQueue:
     """A bounded single-consumer queue: a deque and at most one waiting future.
 
     ``asyncio.Queue`` carries three deques and an Event per instance; with one queue per
-    open stream, memory per idle connection (a DESIGN.md target) favours this one."""
+    open stream, memory per idle connection (a DESIGN.md target) favours this one.  The
+    deque (760 bytes) is made at the first put: most idle streams never get one."""
 
     __slots__ = ("_items", "_maxsize", "_waiter")
 
     def __init__(self, maxsize: int) -> None:
-        self._items: deque[Event] = deque()
+        self._items: deque[Event] | None = None
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
 
     def qsize(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     def put_nowait(self, event: Event) -> None:
-        if len(self._items) >= self._maxsize:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        elif len(items) >= self._maxsize:
             raise asyncio.QueueFull
-        self._items.append(event)
+        items.append(event)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
