@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             ctx.shutting_down = True
             await runtime.stop()
+            runtime.broadcaster.close()
 
     app = FastAPI(
         title="Safelight",

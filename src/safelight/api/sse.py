@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractContextManager
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -41,18 +42,19 @@ def event_frame(seq: int, data: str) -> bytes:
 
 class EventStreamResponse:
     """Streams ``frames`` (bytes) as one SSE body.  ``on_disconnect`` runs when the client
-    goes away, so the producer can stop; a chunk that cannot be written within
-    ``send_timeout_s`` (a stalled reader) ends the stream and the client resumes by cursor."""
+    goes away, so the producer can stop; each write runs inside ``guard()``, which raises
+    TimeoutError for a write that did not finish in time (a stalled reader): that ends the
+    stream and the client resumes by cursor."""
 
     def __init__(
         self,
         frames: AsyncGenerator[bytes, None],
         on_disconnect: Callable[[], None],
-        send_timeout_s: float,
+        guard: Callable[[], AbstractContextManager[None]],
     ) -> None:
         self.frames = frames
         self.on_disconnect = on_disconnect
-        self.send_timeout_s = send_timeout_s
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.get_running_loop().create_task(self._watch(receive))
@@ -60,7 +62,7 @@ class EventStreamResponse:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             async for frame in self.frames:
                 chunk: Message = {"type": "http.response.body", "body": frame, "more_body": True}
-                async with asyncio.timeout(self.send_timeout_s):
+                with self.guard():
                     await send(chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:

@@ -66,7 +66,6 @@ async def websocket_events(websocket: WebSocket) -> None:
         job_id,
         int(raw_after),
         Transport.WS,
-        ctx.settings.ping_interval_s,
     )
     try:
         try:
@@ -102,11 +101,10 @@ async def _ws_session(
     nothing, so nothing is read: a vanished client is noticed when a write fails (pings
     go out every ``ping_interval_s``), a stalled one when a write times out or its queue
     overflows, and one that stops answering protocol pings is dropped by uvicorn."""
-    send_timeout = ctx.settings.send_timeout_s
     try:
         await websocket.send_text(welcome.json)
         async for item in follower.events():
-            async with asyncio.timeout(send_timeout):  # no task per send, unlike wait_for
+            with follower.guarded_send():  # send_timeout_s, without a timer per send
                 await websocket.send_text(item.json)
             if isinstance(item, Event):
                 ctx.metrics.delivered("ws", item)
@@ -157,9 +155,7 @@ async def sse_events(request: Request) -> Response:
                 "Last-Event-ID must be a non-negative integer seq",
             )
         after = int(last_event_id.strip())
-    follower = Follower(
-        ctx.store, ctx.broadcaster, job_id, after, Transport.SSE, ctx.settings.ping_interval_s
-    )
+    follower = Follower(ctx.store, ctx.broadcaster, job_id, after, Transport.SSE)
     try:
         welcome = await follower.open()
     except SafelightError:
@@ -186,7 +182,7 @@ async def sse_events(request: Request) -> Response:
             follower.close()
             ctx.close_stream(key, "sse")
 
-    stream = EventStreamResponse(frames(), follower.interrupt, ctx.settings.send_timeout_s)
+    stream = EventStreamResponse(frames(), follower.interrupt, follower.guarded_send)
     return stream  # type: ignore[return-value]
 
 
