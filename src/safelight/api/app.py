@@ -54,5 +54,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.extend(streams.stream_routes)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
+    app.add_middleware(streams.StreamRoutes)  # first: the innermost middleware
     app.add_middleware(SecurityHeaders)
     return app

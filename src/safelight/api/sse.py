@@ -46,6 +46,8 @@ class EventStreamResponse:
     TimeoutError for a write that did not finish in time (a stalled reader): that ends the
     stream and the client resumes by cursor."""
 
+    __slots__ = ("frames", "guard", "on_disconnect")
+
     def __init__(
         self,
         frames: AsyncGenerator[bytes, None],

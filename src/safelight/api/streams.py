@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, WebSocket
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from safelight.api.context import AppContext, ctx_of
@@ -190,6 +191,41 @@ stream_routes = [
     WebSocketRoute("/api/jobs/{job_id}/ws", websocket_events),
     Route("/api/jobs/{job_id}/stream", sse_events, methods=["GET"]),
 ]
+STREAM_PATH = re.compile(r"/api/jobs/(?P<job_id>[^/]+)/(?P<kind>ws|stream)")
+
+
+class StreamRoutes:
+    """Serves the two streaming routes above straight from the middleware stack.
+
+    A stream's task stays suspended inside every layer it was dispatched through, for the
+    stream's whole life: each wake-up resumes that whole chain of frames, and each layer
+    keeps its own state (FastAPI's AsyncExitStack, Starlette's exception wrappers, the
+    router).  py-spy showed those resumes on the per-event path (Starlette.__call__,
+    Route.handle, ...).  Added as the innermost user middleware (before SecurityHeaders
+    and anything else in ``create_app``), so every outer middleware still applies; only
+    ExceptionMiddleware and routing are skipped, and errors are mapped to problem+json
+    here the same way.  Other methods (HEAD, POST...) fall through to the routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = STREAM_PATH.fullmatch(scope["path"]) if scope["type"] != "lifespan" else None
+        if match is not None:
+            scope["path_params"] = {"job_id": match["job_id"]}
+            if scope["type"] == "websocket" and match["kind"] == "ws":
+                await websocket_events(WebSocket(scope, receive, send))
+                return
+            if scope["type"] == "http" and match["kind"] == "stream" and scope["method"] == "GET":
+                request = Request(scope, receive)
+                response: ASGIApp
+                try:
+                    response = await sse_events(request)
+                except SafelightError as exc:
+                    response = from_error(exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @router.get(
