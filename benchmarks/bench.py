@@ -21,6 +21,7 @@ from benchmarks.context import Bench
 from benchmarks.procs import environment, uptime
 from benchmarks.scenarios.fanout import fanout_app, fanout_bare
 from benchmarks.scenarios.idle import idle_memory
+from benchmarks.scenarios.overhead import overhead
 from benchmarks.scenarios.peer import peer
 from benchmarks.stats import compare, poll_vs_sse
 from benchmarks.tables import print_peer, print_report
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     fanout: list[dict[str, Any]] = []
     idle: list[dict[str, Any]] = []
     peer_rows: list[dict[str, Any]] = []
+    overhead_row: dict[str, Any] | None = None
     console.print(f"[bold]scripts/bench[/] {load_before}")
     try:
         for phase in cfg.phases():
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 idle.append(idle_memory(bench, "app", transport))
                 if cfg.bare and transport in BARE_TRANSPORTS:
                     idle.append(idle_memory(bench, "bare", transport))
+        if cfg.overhead_rounds > 0:
+            overhead_row = overhead(bench)
         if cfg.peer_users > 0:
             peer_rows = peer(bench)
     finally:
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "poll_vs_sse": poll_vs_sse(fanout),
         "idle_memory": idle,
         "peer": peer_rows,
+        "overhead": overhead_row,
         "notes": bench.notes,
         "rerun": " ".join(["scripts/bench", *(argv if argv is not None else sys.argv[1:])]),
     }
@@ -82,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg.output.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
     print_peer(peer_rows)
+    if overhead_row:
+        console.print(
+            f"progress + previews (builtin): wall {overhead_row['wall_overhead_pct']:+.2f} %, "
+            f"server CPU {overhead_row['cpu_overhead_pct']:+.2f} % per job"
+        )
     console.print(f"\nJSON: {cfg.output}")
     if cfg.report:
         from benchmarks.report import write_report  # matplotlib: only for --report

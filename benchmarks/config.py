@@ -64,6 +64,7 @@ class Config:
     peer_users: int = 0  # the Gradio side by side: K users (0 = skip)
     peer_pace_s: float = 0.1
     gradio_python: Path | None = None  # a Python with the [bench-peer] extra
+    overhead_rounds: int = 5  # progress + previews overhead, builtin (0 = skip)
 
     def scale_phase(self) -> Phase:
         """The scaling curve's job: the steady shape, under its own name."""
@@ -86,6 +87,7 @@ QUICK: dict[str, Any] = {
     "idle": 20,
     "client_procs": 1,
     "gate_s": 5.0,
+    "overhead_rounds": 1,
 }
 
 
@@ -197,6 +199,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=d.peer_users,
         help="side by side with Gradio: K concurrent users, 30-step paced jobs (0 = skip)",
     )
+    p.add_argument(
+        "--overhead",
+        type=int,
+        default=d.overhead_rounds,
+        help="rounds of the progress + previews overhead test (builtin; 0 = skip)",
+    )
     p.add_argument("--peer-pace", type=float, default=d.peer_pace_s, help="s per step")
     p.add_argument(
         "--gradio-python",
@@ -232,6 +240,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         peer_users=a.peer,
         peer_pace_s=a.peer_pace,
         gradio_python=a.gradio_python,
+        overhead_rounds=a.overhead,
     )
     if a.quick:
         # Quick overrides the defaults, not what the caller set explicitly.

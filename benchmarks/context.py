@@ -39,11 +39,13 @@ class Bench:
         self.notes.append(text)
         console.print(f"[yellow]note:[/] {text}")
 
-    def gates_needed(self, phase: Phase) -> int:
+    def gates_needed(self, phase: Phase, transport: str = "ws") -> int:
         c = self.cfg
         # Connecting 1,000 subscribers takes 2-3 s here; cover about 10 ms each, at least
         # 8 s.  Each unused gate is cancelled while still queued, which appends one
         # `position` event to the measured job: a few, not dozens.  If connecting takes
         # longer, the run says so in its notes (raise --gate-s).
         cover = c.gate_s if c.gate_s is not None else max(8.0, c.subscribers * 0.01)
+        if transport == "poll":
+            cover *= 4  # a poller's first answer is a whole request through FastAPI
         return max(1, math.ceil(cover / (GATE_STEPS * phase.step_delay_s)))

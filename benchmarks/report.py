@@ -186,6 +186,26 @@ def _section(report: dict[str, Any], fig_dir: Path, md_dir: Path) -> list[str]:
                 f"| {target} | {_n(r.get('healthz_ms_max'))} |"
             )
         lines.append("")
+    cost = report.get("overhead")
+    if cost:
+        lines += [
+            "### What progress + previews add to a generation (builtin)",
+            "",
+            f"{cost['steps']} steps x {cost['step_delay_s'] * 1000:.0f} ms, "
+            f"{cost['size']}x{cost['size']}, median of {cost['rounds']} alternating rounds, "
+            "production intervals (progress 0.2 s, preview 1 s) vs both off "
+            "(benchmarks/scenarios/overhead.py). The diffusers provider: "
+            "`scripts/bench-diffusers`.",
+            "",
+            "| | with | without | overhead | target <= 3 % (wall) |",
+            "|---|---:|---:|---:|---|",
+            f"| job wall s (started -> finished) | {_median(cost['wall_s']['with'])} "
+            f"| {_median(cost['wall_s']['without'])} | {cost['wall_overhead_pct']:+.2f} % "
+            f"| {_n(cost['pass'])} |",
+            f"| server CPU s per job | {_median(cost['cpu_s']['with'])} "
+            f"| {_median(cost['cpu_s']['without'])} | {cost['cpu_overhead_pct']:+.2f} % | |",
+            "",
+        ]
     peer = report.get("peer") or []
     if peer:
         lines += _peer_table(peer)
@@ -236,6 +256,11 @@ def _peer_table(peer: list[dict[str, Any]]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def _median(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"{ordered[len(ordered) // 2]:.3f}" if ordered else "-"
 
 
 def _rss_mb(r: dict[str, Any]) -> float | None:

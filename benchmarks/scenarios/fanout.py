@@ -60,7 +60,7 @@ def fanout_app(bench: Bench, transport: str, phase: Phase) -> dict[str, Any]:
                 job: dict[str, Any] = r.json()
                 return job
 
-            gates = [create(GATE_STEPS) for _ in range(bench.gates_needed(phase))]
+            gates = [create(GATE_STEPS) for _ in range(bench.gates_needed(phase, transport))]
             time.sleep(0.01)  # the queue orders by enqueue time (ms), then id
             job = create(phase.steps)
             after = int(job["last_seq"])

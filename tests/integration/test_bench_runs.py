@@ -119,8 +119,15 @@ def test_quick_bench_writes_a_well_formed_report(tmp_path: Path) -> None:
         assert _is_number_or_none(row["kb_per_stream"])
         assert isinstance(row["healthz_ms_max"], float)
 
+    cost = report["overhead"]
+    assert (
+        cost["rounds"] == 1 and len(cost["wall_s"]["with"]) == len(cost["wall_s"]["without"]) == 1
+    )
+    assert _is_number_or_none(cost["wall_overhead_pct"])
+
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "<!-- bench:results:start -->" in md and "### Scaling curve" in md
+    assert "### What progress + previews add" in md
     for png in ("latency-cdf", "scaling-deliveries", "scaling-p99", "scaling-memory"):
         path = tmp_path / "docs" / "benchmarks" / f"{png}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
