@@ -10,10 +10,14 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from benchmarks.clients import raise_nofile
 from benchmarks.config import BARE_TRANSPORTS, SCHEMA, TARGETS, console, parse_args
@@ -38,28 +42,43 @@ def main(argv: list[str] | None = None) -> int:
     peer_rows: list[dict[str, Any]] = []
     overhead_row: dict[str, Any] | None = None
     console.print(f"[bold]scripts/bench[/] {load_before}")
+
+    def attempt(name: str, run: Callable[[], Any]) -> Any:
+        """One scenario failing (a timeout on a loaded machine) must not lose the others."""
+        try:
+            return run()
+        except (RuntimeError, TimeoutError, OSError, httpx.HTTPError) as exc:
+            bench.note(f"{name} failed: {type(exc).__name__}: {exc}")
+            return None
+
+    def collect(rows: list[dict[str, Any]], name: str, run: Callable[[], Any]) -> None:
+        row = attempt(name, run)
+        if row is not None:
+            rows.append(row)
+
     try:
         for phase in cfg.phases():
-            for transport in cfg.transports:
-                fanout.append(fanout_app(bench, transport, phase))
-                if cfg.bare and transport in BARE_TRANSPORTS:
-                    fanout.append(fanout_bare(bench, transport, phase))
+            for t in cfg.transports:
+                collect(fanout, f"{phase.name} app/{t}", partial(fanout_app, bench, t, phase))
+                if cfg.bare and t in BARE_TRANSPORTS:
+                    collect(fanout, f"{phase.name} bare/{t}", partial(fanout_bare, bench, t, phase))
         for n in cfg.scale:
             bench.cfg = replace(cfg, subscribers=n)
-            for transport in (t for t in cfg.transports if t in BARE_TRANSPORTS):
-                fanout.append(fanout_app(bench, transport, cfg.scale_phase()))
+            scale = cfg.scale_phase()
+            for t in (t for t in cfg.transports if t in BARE_TRANSPORTS):
+                collect(fanout, f"scale {n} app/{t}", partial(fanout_app, bench, t, scale))
                 if cfg.bare:
-                    fanout.append(fanout_bare(bench, transport, cfg.scale_phase()))
+                    collect(fanout, f"scale {n} bare/{t}", partial(fanout_bare, bench, t, scale))
         bench.cfg = cfg
         if cfg.idle > 0:
-            for transport in cfg.idle_transports:
-                idle.append(idle_memory(bench, "app", transport))
-                if cfg.bare and transport in BARE_TRANSPORTS:
-                    idle.append(idle_memory(bench, "bare", transport))
+            for t in cfg.idle_transports:
+                collect(idle, f"idle app/{t}", partial(idle_memory, bench, "app", t))
+                if cfg.bare and t in BARE_TRANSPORTS:
+                    collect(idle, f"idle bare/{t}", partial(idle_memory, bench, "bare", t))
         if cfg.overhead_rounds > 0:
-            overhead_row = overhead(bench)
+            overhead_row = attempt("overhead", partial(overhead, bench))
         if cfg.peer_users > 0:
-            peer_rows = peer(bench)
+            peer_rows = attempt("side by side", partial(peer, bench)) or []
     finally:
         if not cfg.keep:
             shutil.rmtree(bench.root, ignore_errors=True)
