@@ -165,7 +165,11 @@ async def sse_events(request: Request) -> Response:
     if follower.done:
         follower.close()
         return Response(status_code=204)
-    key = ctx.open_stream(request, "sse")
+    try:
+        key = ctx.open_stream(request, "sse")
+    except SafelightError:
+        follower.close()  # refused (too many streams): do not leave the subscription behind
+        raise
     retry_ms = random.randint(ctx.settings.sse_retry_min_ms, ctx.settings.sse_retry_max_ms)
 
     async def frames() -> AsyncGenerator[bytes, None]:
