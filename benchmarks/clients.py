@@ -47,8 +47,8 @@ def raise_nofile() -> tuple[int, int]:
 
 @dataclass(slots=True)
 class WorkerSpec:
-    transport: str  # "ws" | "sse"
-    url: str  # full stream URL (ws://... or http://...), including ?after=
+    transport: str  # "ws" | "sse" | "poll"
+    url: str  # full stream URL (ws://... or http://...); ?after= for ws/sse
     after: int  # the cursor every subscriber starts from
     count: int  # subscribers in this process
     mode: str  # "stream" (follow to the terminal event) | "idle" (hold until stop)
@@ -174,6 +174,47 @@ class Worker:
         finally:
             self._settle(sub, False)
 
+    async def _poll(self, sub: Sub, client: httpx.AsyncClient) -> None:
+        """Long polling: one request parked at a time, the next from the new cursor as soon
+        as an answer arrives (what the browser and Python clients do on the poll rung).
+        Answers are kept raw and split into per-event frames after the run."""
+        base = self.spec.url
+        cursor = sub.after
+        answers: list[tuple[float, bytes]] = []
+        try:
+            async with self.sem:
+                r = await client.get(base, params={"after": cursor, "wait": 0})
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}")
+            sub.welcome_t = time.time()
+            sub.welcome = r.text
+            answers.append((sub.welcome_t, r.content))
+            self._settle(sub, True)
+            body = r.json()
+            cursor = body["events"][-1]["seq"] if body["events"] else cursor
+            terminal = body["terminal"]
+            now = time.time
+            while not terminal and not self.stop.is_set():
+                r = await client.get(base, params={"after": cursor, "wait": 25})
+                t = now()
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}")
+                answers.append((t, r.content))
+                # Only the cursor and the end are read while streaming.
+                tail = r.content.rsplit(b'"last_seq":', 1)[1]
+                terminal = b'"terminal":true' in tail
+                events_part = r.content[: r.content.rfind(b"],")]
+                if b'"seq":' in events_part:
+                    cursor = int(events_part.rsplit(b'"seq":', 1)[1].split(b",", 1)[0])
+            sub.ended = True
+        except Exception as exc:
+            sub.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._settle(sub, False)
+            for t, raw in answers:
+                for event in json.loads(raw)["events"]:
+                    sub.frames.append((t, json.dumps(event), None))
+
     # -- run --------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -181,10 +222,18 @@ class Worker:
         loop.add_reader(self.conn.fileno(), self._on_pipe)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         timeout = httpx.Timeout(None, connect=self.spec.welcome_timeout_s)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client,
+        ):
             self.connect_started = time.time()
             if self.spec.transport == "ws":
                 tasks = [asyncio.create_task(self._ws(sub)) for sub in self.subs]
+            elif self.spec.transport == "poll":
+                keep = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+                poller = httpx.AsyncClient(limits=keep, timeout=timeout, trust_env=False)
+                await stack.enter_async_context(poller)
+                tasks = [asyncio.create_task(self._poll(sub, poller)) for sub in self.subs]
             else:
                 tasks = [asyncio.create_task(self._sse(sub, client)) for sub in self.subs]
             settled = asyncio.create_task(self.all_settled.wait())

@@ -143,6 +143,10 @@ class Settings:
     webhook_poll_s: float = 1.0
     webhook_concurrency: int = 8
     webhook_dispatch: bool = True
+    # Polling answers (streaming/polls.py): shared per job and cursor, invalidated by the
+    # job's next publish; the TTL only bounds staleness when publishes arrive late
+    # (scale-out with the LISTEN connection down).
+    poll_cache_ttl_s: float = 0.5
 
     @property
     def sqlite_path(self) -> Path:

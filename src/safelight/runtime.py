@@ -81,7 +81,9 @@ class Runtime:
             name: create_provider(name, settings) for name in settings.providers
         }
         metrics = Metrics()
-        broadcaster = Broadcaster(settings.stream_queue_size)
+        broadcaster = Broadcaster(
+            settings.stream_queue_size, settings.ping_interval_s, settings.send_timeout_s
+        )
         service = JobService(settings, store, broadcaster, providers, metrics)
         listener = None
         if settings.database_url is not None:

@@ -1,9 +1,10 @@
 """``scripts/bench --quick`` runs end to end and writes a well-formed report.
 
 Only the shape of the report is checked, never a number: timings depend on the machine and
-its load (docs/benchmarks.md).  The quick configuration still exercises every part: both
-job shapes (steady, paced) over both transports through the full app and the bare uvicorn
-server, and the idle-memory servers.
+its load (docs/benchmarks.md).  The quick configuration still exercises every scenario, so
+none can rot: both job shapes (steady, paced) over every transport through the full app
+and over WS/SSE through the bare uvicorn server, a two-point scaling curve, the
+idle-memory servers (with /healthz timed), and the Markdown + PNG report writer.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def test_quick_bench_writes_a_well_formed_report(tmp_path: Path) -> None:
             str(out),
             "--data-root",
             str(tmp_path),
+            "--scale",
+            "5,10",
+            "--report",
+            "--report-path",
+            str(tmp_path / "docs" / "benchmarks.md"),
         ],
         capture_output=True,
         text=True,
@@ -52,10 +58,22 @@ def test_quick_bench_writes_a_well_formed_report(tmp_path: Path) -> None:
     assert report["environment"]["cpus"] >= 1
     subscribers = report["config"]["subscribers"]
 
-    runs = {(r["phase"], r["server"], r["transport"]): r for r in report["fanout"]}
+    main = [r for r in report["fanout"] if r["phase"] != "scale"]
+    runs = {(r["phase"], r["server"], r["transport"]): r for r in main}
     assert set(runs) == {
         (phase, server, transport)
         for phase in ("steady", "paced")
+        for server, transport in (("app", "ws"), ("bare", "ws"), ("app", "sse"), ("bare", "sse"))
+    } | {("steady", "app", "poll"), ("paced", "app", "poll")}
+    assert len(runs) == len(main)
+    scale = {
+        (r["subscribers"], r["server"], r["transport"])
+        for r in report["fanout"]
+        if r["phase"] == "scale"
+    }
+    assert scale == {
+        (n, server, transport)
+        for n in (5, 10)
         for server in ("app", "bare")
         for transport in ("ws", "sse")
     }
@@ -71,20 +89,46 @@ def test_quick_bench_writes_a_well_formed_report(tmp_path: Path) -> None:
         assert isinstance(run["violations"]["total"], int)
         assert isinstance(run["violations"]["by_kind"], dict)
         assert isinstance(run["client_cpu_pct"], list)
+        assert run["latency_cdf"][-1][0] == 100
     assert runs["steady", "app", "ws"]["job"]["steps"] == report["config"]["steps"]
 
     assert {(r["phase"], r["transport"]) for r in report["comparison"]} == {
-        (phase, transport) for phase in ("steady", "paced") for transport in ("ws", "sse")
+        (phase, transport)
+        for phase in ("steady", "paced", "scale")
+        for transport in ("ws", "sse", "poll")
+        if (phase, transport) != ("scale", "poll")
     }
+    assert {r["phase"] for r in report["poll_vs_sse"]} == {"steady", "paced"}
     for row in report["comparison"]:
         assert _is_number_or_none(row["throughput_pct_of_bare"])
         assert _is_number_or_none(row["app_p99_ms"])
         assert isinstance(row["order_violations"], int)
 
     idle = {(r["server"], r["transport"]): r for r in report["idle_memory"]}
-    assert set(idle) == {("app", "ws"), ("bare", "ws"), ("app", "sse"), ("bare", "sse")}
+    assert set(idle) == {
+        ("app", "ws"),
+        ("bare", "ws"),
+        ("app", "sse"),
+        ("bare", "sse"),
+        ("app", "poll"),
+    }
     for row in idle.values():
         assert row["requested"] == report["config"]["idle"]
         assert isinstance(row["rss_before_kb"], int) and row["rss_before_kb"] > 0
         assert isinstance(row["rss_open_kb"], int) and row["rss_open_kb"] > 0
         assert _is_number_or_none(row["kb_per_stream"])
+        assert isinstance(row["healthz_ms_max"], float)
+
+    cost = report["overhead"]
+    assert (
+        cost["rounds"] == 1 and len(cost["wall_s"]["with"]) == len(cost["wall_s"]["without"]) == 1
+    )
+    assert _is_number_or_none(cost["wall_overhead_pct"])
+
+    md = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "<!-- bench:results:start -->" in md and "### Scaling curve" in md
+    assert "### What progress + previews add" in md
+    for png in ("latency-cdf", "scaling-deliveries", "scaling-p99", "scaling-memory"):
+        path = tmp_path / "docs" / "benchmarks" / f"{png}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"benchmarks/{png}.png" in md

@@ -19,6 +19,7 @@ from safelight.api.guard import RequestGuard
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
 from safelight.runtime import Runtime
+from safelight.streaming.polls import PollAnswers
 
 
 def _stop_process() -> None:
@@ -39,8 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
             service=runtime.service,
             metrics=runtime.metrics,
             limiter=RateLimiter(settings.create_rate_per_min),
+            polls=PollAnswers(runtime.store, settings.poll_after_ms, settings.poll_cache_ttl_s),
         )
         ctx.runtime = runtime
+        runtime.broadcaster.on_publish.append(ctx.polls.published)
         app.state.ctx = ctx
         app.state.runtime = runtime  # cli: begin_drain() on SIGTERM, exit status on crash
         runtime.on_crash = _stop_process
@@ -50,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             ctx.shutting_down = True
             await runtime.stop()
+            runtime.broadcaster.close()
 
     app = FastAPI(
         title="Safelight",
@@ -64,13 +68,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(job_routes.router)
     app.include_router(lineage.router)
     app.include_router(streams.router)
-    app.router.routes.extend(streams.websocket_routes)
+    app.router.routes.extend(streams.stream_routes)
     app.include_router(pages.router)
     app.include_router(docs.router)
     app.mount(docs.ASSETS_PREFIX, docs.assets_app(), name="docs-assets")
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
-    # Outermost last: AccessLog sees everything, SecurityHeaders covers the guard's
-    # refusals, and the guard (Host, fetch metadata, misses) runs before any route.
+    # Innermost first: StreamRoutes serves WS/SSE below every other layer; then the guard
+    # (Host, fetch metadata, misses) runs before any route, streams included;
+    # SecurityHeaders covers the guard's refusals; AccessLog, outermost, sees everything.
+    app.add_middleware(streams.StreamRoutes)
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)

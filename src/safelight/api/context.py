@@ -16,6 +16,7 @@ from safelight.jobs.service import JobService
 from safelight.metrics import Metrics
 from safelight.store.runner import AsyncStore
 from safelight.streaming.broadcaster import Broadcaster
+from safelight.streaming.polls import PollAnswers
 
 if TYPE_CHECKING:
     from safelight.runtime import Runtime
@@ -30,6 +31,7 @@ class AppContext:
     service: JobService
     metrics: Metrics
     limiter: RateLimiter
+    polls: PollAnswers
     streams_per_client: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
     runtime: Runtime | None = None  # its problems() make /readyz red

@@ -9,27 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import JSONResponse, Response
-from starlette.routing import WebSocketRoute
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from safelight.api.context import AppContext, ctx_of
 from safelight.api.jobs import JOB_ID
 from safelight.api.problems import from_error, problem
 from safelight.api.security import check_origin
+from safelight.api.sse import EventStreamResponse, control_frame, event_frame
 from safelight.errors import NotFound, SafelightError
 from safelight.models import Event
-from safelight.store.sql import SqlStore
 from safelight.streaming.follow import Control, Follower, SlowConsumer
+from safelight.streaming.polls import CursorAhead
 from safelight.types import Transport
 
 router = APIRouter()
-POLL_PAGE = 500
 
 
 def _disabled(transport: Transport) -> SafelightError:
@@ -66,7 +67,6 @@ async def websocket_events(websocket: WebSocket) -> None:
         job_id,
         int(raw_after),
         Transport.WS,
-        ctx.settings.ping_interval_s,
     )
     try:
         try:
@@ -87,9 +87,6 @@ class BadCursor(SafelightError):
     title = "Bad cursor"
 
 
-websocket_routes = [WebSocketRoute("/api/jobs/{job_id}/ws", websocket_events)]
-
-
 async def _deny(websocket: WebSocket, exc: SafelightError) -> None:
     """Refuse the handshake with an HTTP error (403 when the server cannot send one)."""
     try:
@@ -105,7 +102,6 @@ async def _ws_session(
     nothing, so nothing is read: a vanished client is noticed when a write fails (pings
     go out every ``ping_interval_s``), a stalled one when a write times out or its queue
     overflows, and one that stops answering protocol pings is dropped by uvicorn."""
-    send_timeout = ctx.settings.send_timeout_s
     try:
         try:
             await websocket.send_text(welcome.json)
@@ -115,7 +111,7 @@ async def _ws_session(
             # refused as out of order.  Nothing to deliver (found by chaos R9).
             return
         async for item in follower.events():
-            async with asyncio.timeout(send_timeout):  # no task per send, unlike wait_for
+            with follower.guarded_send():  # send_timeout_s, without a timer per send
                 await websocket.send_text(item.json)
             if isinstance(item, Event):
                 ctx.metrics.delivered("ws", item)
@@ -129,21 +125,34 @@ async def _ws_session(
         return
 
 
-@router.get(
-    "/api/jobs/{job_id}/stream",
-    summary="Server-Sent Events from a cursor",
-    tags=["events"],
-    response_class=Response,
-)
-async def sse_events(
-    request: Request,
-    job_id: JOB_ID,
-    after: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> Response:
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the JSON routes' JOB_ID constraint
+
+
+def _bad_param(field: str, message: str) -> Response:
+    """The same problem+json as FastAPI's validation errors (api/problems.py)."""
+    return problem(
+        400,
+        "bad_request",
+        "Bad request parameters",
+        f"{field}: {message}",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+async def sse_events(request: Request) -> Response:
+    """``GET /api/jobs/{job_id}/stream?after=N``: a plain Starlette route with the lean
+    ``EventStreamResponse`` (api/sse.py), for the same memory reason as the WebSocket."""
     ctx = ctx_of(request)
+    job_id = str(request.path_params["job_id"])
     if Transport.SSE not in ctx.settings.transports:
         raise _disabled(Transport.SSE)
+    if not JOB_ID_RE.fullmatch(job_id):
+        return _bad_param("job_id", "must be 1..64 of A-Z a-z 0-9 _ -")
+    raw_after = request.query_params.get("after", "0")
+    if not raw_after.isdigit():
+        return _bad_param("after", "must be a non-negative integer")
+    after = int(raw_after)
+    last_event_id = request.headers.get("last-event-id")
     if last_event_id is not None and last_event_id.strip():
         if not last_event_id.strip().isdigit():
             return problem(
@@ -153,9 +162,7 @@ async def sse_events(
                 "Last-Event-ID must be a non-negative integer seq",
             )
         after = int(last_event_id.strip())
-    follower = Follower(
-        ctx.store, ctx.broadcaster, job_id, after, Transport.SSE, ctx.settings.ping_interval_s
-    )
+    follower = Follower(ctx.store, ctx.broadcaster, job_id, after, Transport.SSE)
     try:
         welcome = await follower.open()
     except SafelightError:
@@ -164,19 +171,21 @@ async def sse_events(
     if follower.done:
         follower.close()
         return Response(status_code=204)
-    key = ctx.open_stream(request, "sse")
+    try:
+        key = ctx.open_stream(request, "sse")
+    except SafelightError:
+        follower.close()  # refused (too many streams): do not leave the subscription behind
+        raise
     retry_ms = random.randint(ctx.settings.sse_retry_min_ms, ctx.settings.sse_retry_max_ms)
 
-    async def frames() -> AsyncIterator[ServerSentEvent | bytes]:
+    async def frames() -> AsyncGenerator[bytes, None]:
         try:
-            yield ServerSentEvent(welcome.json, event="welcome", retry=retry_ms)
+            yield control_frame("welcome", welcome.json, retry_ms)
             async for item in follower.events():
                 if isinstance(item, Control):
-                    yield ServerSentEvent(item.json, event=item.type)
+                    yield control_frame(item.type, item.json)
                 else:
-                    # The same bytes ServerSentEvent would make (sep "\n"; event JSON never
-                    # holds CR/LF), without building an object per frame per subscriber.
-                    yield f"id: {item.seq}\ndata: {item.json}\n\n".encode()
+                    yield event_frame(item.seq, item.json)
                     ctx.metrics.delivered("sse", item)
         except SlowConsumer:
             return
@@ -184,13 +193,49 @@ async def sse_events(
             follower.close()
             ctx.close_stream(key, "sse")
 
-    return EventSourceResponse(
-        frames(),
-        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
-        ping=0,  # no sse-starlette ping task: Follower sends our own `event: ping`
-        send_timeout=ctx.settings.send_timeout_s,
-        sep="\n",
-    )
+    stream = EventStreamResponse(frames(), follower.interrupt, follower.guarded_send)
+    return stream  # type: ignore[return-value]
+
+
+stream_routes = [
+    WebSocketRoute("/api/jobs/{job_id}/ws", websocket_events),
+    Route("/api/jobs/{job_id}/stream", sse_events, methods=["GET"]),
+]
+STREAM_PATH = re.compile(r"/api/jobs/(?P<job_id>[^/]+)/(?P<kind>ws|stream)")
+
+
+class StreamRoutes:
+    """Serves the two streaming routes above straight from the middleware stack.
+
+    A stream's task stays suspended inside every layer it was dispatched through, for the
+    stream's whole life: each wake-up resumes that whole chain of frames, and each layer
+    keeps its own state (FastAPI's AsyncExitStack, Starlette's exception wrappers, the
+    router).  py-spy showed those resumes on the per-event path (Starlette.__call__,
+    Route.handle, ...).  Added as the innermost user middleware (before SecurityHeaders
+    and anything else in ``create_app``), so every outer middleware still applies; only
+    ExceptionMiddleware and routing are skipped, and errors are mapped to problem+json
+    here the same way.  Other methods (HEAD, POST...) fall through to the routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = STREAM_PATH.fullmatch(scope["path"]) if scope["type"] != "lifespan" else None
+        if match is not None:
+            scope["path_params"] = {"job_id": match["job_id"]}
+            if scope["type"] == "websocket" and match["kind"] == "ws":
+                await websocket_events(WebSocket(scope, receive, send))
+                return
+            if scope["type"] == "http" and match["kind"] == "stream" and scope["method"] == "GET":
+                request = Request(scope, receive)
+                response: ASGIApp
+                try:
+                    response = await sse_events(request)
+                except SafelightError as exc:
+                    response = from_error(exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @router.get(
@@ -201,51 +246,26 @@ async def poll_events(
     job_id: JOB_ID,
     after: Annotated[int, Query(ge=0)] = 0,
     wait: Annotated[float, Query(ge=0, le=25)] = 0,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
+    """Answers are shared per job and cursor (streaming/polls.py).  ``ETag`` names an
+    answer; a client that sends it back in ``If-None-Match`` gets ``304`` while nothing
+    changed, and parked long polls wake together on the job's next publish."""
     ctx = ctx_of(request)
     if Transport.POLL not in ctx.settings.transports:
         raise _disabled(Transport.POLL)
     ctx.metrics.polls.inc()
-    sub = ctx.broadcaster.subscribe(job_id) if wait > 0 else None
     try:
-        job = await ctx.service.get(job_id)
-        if after > job.last_seq:
-            return problem(
-                400,
-                "cursor_ahead",
-                "Cursor beyond the job's last event",
-                f"after={after} but the job's last_seq is {job.last_seq}; re-read the job",
-                last_seq=job.last_seq,
-            )
-        events = await ctx.store.read(SqlStore.read_events, job_id, after, POLL_PAGE)
-        if not events and sub is not None and not job.terminal:
-            deadline = asyncio.get_running_loop().time() + min(wait, ctx.settings.long_poll_max_s)
-            while True:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    ev = await asyncio.wait_for(sub.queue.get(), remaining)
-                except TimeoutError:
-                    break
-                if ev.seq > after:
-                    break
-            events = await ctx.store.read(SqlStore.read_events, job_id, after, POLL_PAGE)
-        # Re-read the job after the events so that last_seq covers them all.
-        job = await ctx.service.get(job_id)
-    finally:
-        if sub is not None:
-            ctx.broadcaster.unsubscribe(sub)
-    last = events[-1].seq if events else after
-    last_seq = job.last_seq
-    terminal = job.terminal and last >= last_seq
-    for ev in events:
+        answer = await ctx.polls.answer(job_id, after)
+        if answer.empty and not answer.terminal and wait > 0:
+            timeout = min(wait, ctx.settings.long_poll_max_s)
+            if await ctx.polls.wait_for_change(answer, timeout):
+                answer = await ctx.polls.answer(job_id, after)
+    except CursorAhead as exc:
+        return problem(400, exc.code, exc.title, exc.message, last_seq=exc.last_seq)
+    headers = {"Cache-Control": "no-store", "ETag": answer.etag}
+    if if_none_match is not None and answer.etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    for ev in answer.events:
         ctx.metrics.delivered("poll", ev)
-    body = {
-        "events": [ev.to_dict() for ev in events],
-        "last_seq": last_seq,
-        "status": job.status.value,
-        "terminal": terminal,
-        "poll_after_ms": 0 if len(events) == POLL_PAGE else ctx.settings.poll_after_ms,
-    }
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return Response(answer.body, media_type="application/json", headers=headers)

@@ -1,0 +1,1 @@
+"""One module per scenario; each takes the shared ``Bench`` and returns JSON-ready rows."""
