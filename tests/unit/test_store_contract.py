@@ -169,6 +169,23 @@ def test_reap_leaves_live_leases_alone(store: SqlStore) -> None:
     assert store.reap() == []
 
 
+def test_a_progress_write_with_lease_ms_renews_the_lease(store: SqlStore) -> None:
+    """Regression (R9): under a reconnect storm heartbeats waited behind progress writes
+    in the writer queue and leases lapsed although the worker kept committing."""
+    create(store)
+    job_id, token = claim(store, lease_ms=-1)  # would be reaped now...
+    store.worker_event(job_id, token, EventType.PROGRESS, {"step": 1}, lease_ms=60_000)
+    assert store.reap() == []  # ...but the fenced write renewed it
+    job = store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.RUNNING and job.attempt == 1
+    # A terminal write ends the lease instead of renewing it.
+    store.worker_event(
+        job_id, token, EventType.FAILED, {"error": {}}, status=JobStatus.FAILED, lease_ms=60_000
+    )
+    job = store.get_job(job_id)
+    assert job is not None and job.lease_expires_ms is None
+
+
 def test_reap_everything_at_startup_and_fail_at_max_attempts(store: SqlStore) -> None:
     job_id = create(store)
     for attempt in (1, 2):

@@ -362,9 +362,19 @@ class Worker:
         status: JobStatus | None = None,
         **updates: Any,
     ) -> JobRecord:
+        lease_s = self.settings.lease_s
         record, event = await self._write(
-            SqlStore.worker_event, job.id, token, type_, data, status=status, **updates
+            SqlStore.worker_event,
+            job.id,
+            token,
+            type_,
+            data,
+            status=status,
+            lease_ms=int(lease_s * 1000),
+            **updates,
         )
+        if record.status.active:  # the write renewed the lease (SqlStore.worker_event)
+            self._lease_until = self._try_started + lease_s
         self.service.publish([event])
         return record
 

@@ -555,9 +555,15 @@ class SqlStore:
         /,
         *,
         status: JobStatus | None = None,
+        lease_ms: int | None = None,
         **updates: Any,
     ) -> tuple[JobRecord, Event]:
         """A fenced event from the worker holding ``token``; ``status`` moves the job.
+
+        With ``lease_ms``, a non-terminal event also renews the lease, as a heartbeat
+        would: a worker whose writes are going through is alive, even when its heartbeat
+        waits behind them in a busy writer queue (R9: leases lapsed under a reconnect storm
+        while progress kept committing).
 
         The end of an attempt and a cancel meet here, under the row lock: when a cancel
         was accepted (202) before this transaction, a terminal write becomes ``cancelled``
@@ -583,6 +589,8 @@ class SqlStore:
                     updates.update(finished_ms=now, **CLEAR_LEASE)
             if type_ in (EventType.PROGRESS, EventType.PREVIEW):
                 updates.setdefault("last_progress_ms", now)
+            if lease_ms is not None and not (status is not None and status.terminal):
+                updates["lease_expires_ms"] = self._lease_now(conn) + lease_ms
             ev = self._append(conn, job_id, type_, job.attempt, data, now, fence=token, **updates)
             return self._locked(conn, job_id), ev
 
