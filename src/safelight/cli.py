@@ -187,7 +187,7 @@ def _draining_server(config: Any, app: Any) -> Any:
             ctx = getattr(app.state, "ctx", None)
             runtime = getattr(app.state, "runtime", None)
             if ctx is not None:
-                ctx.shutting_down = True
+                ctx.begin_shutdown()
             if runtime is not None:
                 runtime.begin_drain()
             super().handle_exit(sig, frame)

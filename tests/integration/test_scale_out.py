@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,10 +122,12 @@ def test_cancel_on_one_node_stops_the_worker_promptly(
         headers={"Authorization": f"Bearer {job['manage_token']}"},
     )
     assert r.status_code == 202
-    started = time.monotonic()
-    final = wait_status(c["a"].url, job["id"], {"cancelled"}, timeout=10)
-    assert time.monotonic() - started < 5  # well under lease/3 = 10 s
-    assert final["progress"]["step"] < 150
+    # The whole job takes ~7.5 s, less than the first heartbeat (lease/3 = 10 s): if the
+    # cancel waited for a heartbeat the job would complete, so "cancelled" proves NOTIFY.
+    final = wait_status(c["a"].url, job["id"], {"cancelled", "completed", "failed"}, timeout=30)
+    assert final["status"] == "cancelled", final
+    # Under load the cancel can land before the first progress event (progress is null).
+    assert ((final["progress"] or {}).get("step") or 0) < 150
 
 
 def test_a_killed_worker_is_replaced_by_the_other(

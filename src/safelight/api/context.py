@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,20 @@ class AppContext:
     streams_per_client: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
     runtime: Runtime | None = None  # its problems() make /readyz red
+    # Open SSE streams' ``interrupt``: on shutdown they end cleanly (a complete body) so
+    # clients reconnect at once, as WebSockets do on uvicorn's 1012.
+    sse_streams: set[Callable[[], None]] = field(default_factory=set)
+
+    def begin_shutdown(self) -> None:
+        """From the signal handler (on the loop's thread): refuse new work and end every
+        SSE stream at its next turn."""
+        self.shutting_down = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for interrupt in tuple(self.sse_streams):
+            loop.call_soon_threadsafe(interrupt)
 
     def client_key(self, conn: HTTPConnection) -> str:
         return conn.client.host if conn.client else "unknown"

@@ -179,7 +179,10 @@ async def sse_events(request: Request) -> Response:
     retry_ms = random.randint(ctx.settings.sse_retry_min_ms, ctx.settings.sse_retry_max_ms)
 
     async def frames() -> AsyncGenerator[bytes, None]:
+        ctx.sse_streams.add(follower.interrupt)
         try:
+            if ctx.shutting_down:
+                return
             yield control_frame("welcome", welcome.json, retry_ms)
             async for item in follower.events():
                 if isinstance(item, Control):
@@ -190,6 +193,7 @@ async def sse_events(request: Request) -> Response:
         except SlowConsumer:
             return
         finally:
+            ctx.sse_streams.discard(follower.interrupt)
             follower.close()
             ctx.close_stream(key, "sse")
 
