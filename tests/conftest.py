@@ -137,6 +137,15 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL per test, as a URL (tests/pgdb.py)."""
+    from tests.pgdb import PG, temp_database
+
+    with temp_database("safelight_it") as name:
+        yield f"{PG}/{name}"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a skipped test is a failure: a suite that silently did not run proves
     nothing (README: "fail loudly on any skipped-because-missing suite")."""

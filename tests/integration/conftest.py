@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.pgdb import PG, temp_database
 
 # Fixed, obviously fake credentials for the local S3 server: boto3's standard chain reads
 # them from the environment, as it would read a real deployment's.
@@ -76,10 +75,3 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh database per test, as a URL."""
-    with temp_database("safelight_it") as name:
-        yield f"{PG}/{name}"
