@@ -12,12 +12,18 @@ job loop per slot (claim, run, upload, complete), which is what bounds claims pe
 Reclaim: a 2-worker PostgreSQL cluster; a job is SIGKILLed at step 3 on its worker; reclaim
 time = the second attempt's ``running`` timestamp - the kill (wall clock; same machine).
 It is bounded below by the lease (``--lease``) and the reaper interval (0.2 s here).
+Cross-node delivery: 2 API nodes (no workers) and 1 worker on PostgreSQL; ``--subscribers``
+WebSocket clients (half on each node) follow one paced job from before it starts; latency =
+arrival - the event's ``ts`` (the database clock at commit; same machine), over every
+progress/preview/terminal event, so it covers commit -> NOTIFY -> each node's listener ->
+fan-out -> socket.
 Needs the local PostgreSQL (127.0.0.1:5432, trust auth); makes and drops its own database.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -29,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,12 +229,81 @@ def reclaims(root: Path, kills: int, lease: float) -> list[float]:
     return out
 
 
+async def _follow(url: str, lat: list[float]) -> bool:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, compression=None, ping_interval=None, open_timeout=60) as ws:
+        json.loads(await ws.recv())  # welcome
+        async for raw in ws:
+            now = time.time()
+            frame = json.loads(raw)
+            if frame.get("type") == "ping":
+                continue
+            ts = datetime.fromisoformat(frame["ts"].replace("Z", "+00:00")).timestamp()
+            if frame["type"] in ("progress", "preview", "completed"):
+                lat.append(now - ts)
+            if frame["type"] in ("completed", "failed", "cancelled"):
+                return frame["type"] == "completed"
+    return False
+
+
+def fanout_two_nodes(root: Path, subscribers: int, steps: int) -> dict[str, Any]:
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    procs = Procs(root)
+    try:
+        with database() as db:
+            data = root / "fanout"
+            api = {"SAFELIGHT_DATABASE_URL": db, "SAFELIGHT_CONCURRENCY": "0"}
+            urls = [procs.serve(data, **api), procs.serve(data, **api)]
+            job_id = queue_jobs(urls[0], 1, steps=steps)[0]
+            lat: list[float] = []
+
+            async def run() -> list[bool]:
+                ws = [
+                    u.replace("http://", "ws://") + f"/api/jobs/{job_id}/ws?after=0" for u in urls
+                ]
+                tasks = [asyncio.create_task(_follow(ws[n % 2], lat)) for n in range(subscribers)]
+                await asyncio.sleep(2.0)  # let every client connect before the job starts
+                procs.worker(data, db, "w0", SAFELIGHT_STEP_DELAY_S="0.1")
+                return list(await asyncio.gather(*tasks))
+
+            done = asyncio.run(run())
+            lat.sort()
+
+            def pct(q: float) -> float:
+                return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1)
+
+            return {
+                "subscribers": subscribers,
+                "api_nodes": 2,
+                "completed_clients": sum(done),
+                "deliveries": len(lat),
+                "p50_ms": pct(0.50),
+                "p99_ms": pct(0.99),
+                "max_ms": round(lat[-1] * 1000, 1),
+            }
+    finally:
+        procs.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--lease", type=float, default=2.0)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--only-fanout", action="store_true", help="skip claims and reclaims")
     args = parser.parse_args(argv)
+    if args.only_fanout:
+        with tempfile.TemporaryDirectory(prefix="safelight-scale-bench-") as tmp:
+            result = fanout_two_nodes(Path(tmp), args.subscribers, args.steps)
+        result.update(cpus=os.cpu_count(), load_avg_1m=round(os.getloadavg()[0], 1))
+        print(json.dumps(result, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="safelight-scale-bench-") as tmp:
         root = Path(tmp)
         result = {
@@ -236,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             "claims_per_s_sqlite_4_slots": round(claims_sqlite(root, args.jobs), 1),
             "lease_s": args.lease,
             "reclaim_s_after_sigkill": reclaims(root, args.kills, args.lease),
+            "fanout_2_api_nodes": fanout_two_nodes(root, args.subscribers, args.steps),
             "cpus": os.cpu_count(),
             "load_avg_1m": round(os.getloadavg()[0], 1),
         }
