@@ -256,7 +256,11 @@ def fanout_two_nodes(root: Path, subscribers: int, steps: int) -> dict[str, Any]
     try:
         with database() as db:
             data = root / "fanout"
-            api = {"SAFELIGHT_DATABASE_URL": db, "SAFELIGHT_CONCURRENCY": "0"}
+            api = {
+                "SAFELIGHT_DATABASE_URL": db,
+                "SAFELIGHT_CONCURRENCY": "0",
+                "SAFELIGHT_MAX_STREAMS_PER_CLIENT": str(subscribers),  # one client host
+            }
             urls = [procs.serve(data, **api), procs.serve(data, **api)]
             job_id = queue_jobs(urls[0], 1, steps=steps)[0]
             lat: list[float] = []

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import FAST, free_port
-from tests.integration.conftest import PG
 from tests.integration.helpers import create, read_sse, read_ws, wait_status
+from tests.pgdb import PG
 
 pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parents[2]
