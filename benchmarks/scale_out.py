@@ -63,7 +63,7 @@ def free_port() -> int:
 @contextmanager
 def database() -> Iterator[str]:
     name = f"safelight_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
+    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
