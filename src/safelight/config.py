@@ -120,7 +120,7 @@ class Settings:
     # Lookups of unknown jobs per client per minute before 429 (id probing).
     miss_rate_per_min: int = 60
     # "json" (one JSON object per line) or "console" (readable, still one line each).
-    log_format: str = "json"
+    log_format: str = "auto"
     # -- Webhooks (issue 9; docs/webhooks.md) --
     # Signing secret, Standard Webhooks form "whsec_<base64>".  None: generated once and
     # kept in data_dir/webhook_secret (mode 0600); scale-out nodes share the data dir.
@@ -198,8 +198,8 @@ class Settings:
             raise ValueError("blob store s3 needs blob_s3_bucket")
         if self.blob_store == "postgres" and not (self.blob_database_url or self.database_url):
             raise ValueError("blob store postgres needs database_url (or blob_database_url)")
-        if self.log_format not in ("json", "console"):
-            raise ValueError("log_format must be json or console")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ValueError("log_format must be auto, json or console")
         if self.webhook_lease_s <= self.webhook_connect_timeout_s + self.webhook_read_timeout_s:
             # A sender still waiting on a receiver must never lose its claim to another
             # node mid-request (two senders at once for one delivery).

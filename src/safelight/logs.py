@@ -83,7 +83,10 @@ class ConsoleFormatter(logging.Formatter):
 def configure_logging(settings: Settings) -> None:
     """Root handler on stderr in the chosen format; uvicorn's loggers propagate to it."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else ConsoleFormatter())
+    fmt = settings.log_format
+    if fmt == "auto":  # a person at a terminal reads lines; a supervisor collects JSON
+        fmt = "console" if sys.stderr.isatty() else "json"
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
