@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from safelight.webhooks.dispatcher import Dispatcher
 from safelight.webhooks.sender import Limits, send
 from safelight.webhooks.ssrf import IPAddress, Policy, WebhookUrl
 from tests.integration.receiver import Receiver, running
+from tests.pgdb import PG, temp_database
 
 LIMITS = Limits(connect_timeout_s=1.0, read_timeout_s=1.0, max_response_bytes=4096)
 LOOPBACK = Policy.from_entries(["127.0.0.1/32"])
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 def answers(*ips: str):  # type: ignore[no-untyped-def]
@@ -101,27 +100,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hooks.db'}"
         return
-    yield from pg_database()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from pg_database()
-
-
-def pg_database() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"safelight_hooks_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
+    with temp_database("safelight_hooks") as name:
         yield f"{PG}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def started_jobs(store: SqlStore, url: str, n: int) -> list[str]:
@@ -169,8 +149,8 @@ def test_delivery_commits_with_its_event_and_a_stale_claim_is_fenced(store_url: 
 
 
 @pytest.mark.postgres
-def test_two_dispatchers_never_send_one_delivery_at_once(pg_url: str, tmp_path: Path) -> None:
-    store_url = pg_url
+def test_two_dispatchers_never_send_one_delivery_at_once(pg_database: str, tmp_path: Path) -> None:
+    store_url = pg_database
     n = 30
     settings = Settings(
         data_dir=tmp_path,
