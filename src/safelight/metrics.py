@@ -30,12 +30,19 @@ class Metrics:
         )
         self.latency = Histogram(
             "safelight_delivery_latency_seconds",
-            "From event commit to the write of that event to a client",
+            "From event commit to its write to the clients of one transport (one"
+            " observation per write: a live fan-out writes to all caught-up clients at once)",
             ["transport"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
-        self._latency_children: dict[str, Any] = {}
+        self.deliveries = Counter(
+            "safelight_deliveries",
+            "Events written to clients (one per event per client), by transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self._delivery_children: dict[str, tuple[Any, Any]] = {}
         self.polls = Counter("safelight_polls", "Polling requests answered", registry=self.registry)
         # -- Webhooks (issue 9) --
         self.webhook_attempts = Counter(
@@ -59,12 +66,16 @@ class Metrics:
     def event_appended(self, event: Event) -> None:
         self.events.labels(event.type.value).inc()
 
-    def delivered(self, transport: str, event: Event) -> None:
-        # Per event per subscriber: look the labelled child up once per transport.
-        child = self._latency_children.get(transport)
-        if child is None:
-            child = self._latency_children[transport] = self.latency.labels(transport)
-        child.observe(max(0.0, time.time() - event.ts_ms / 1000))
+    def delivered(self, transport: str, event: Event, count: int = 1) -> None:
+        """``event`` was written to ``count`` clients of ``transport`` just now."""
+        children = self._delivery_children.get(transport)
+        if children is None:
+            children = self._delivery_children[transport] = (
+                self.latency.labels(transport),
+                self.deliveries.labels(transport),
+            )
+        children[0].observe(max(0.0, time.time() - event.ts_ms / 1000))
+        children[1].inc(count)
 
     def webhook_attempt(self, outcome: str, seconds: float) -> None:
         self.webhook_attempts.labels(outcome).inc()

@@ -84,6 +84,9 @@ class Runtime:
         broadcaster = Broadcaster(
             settings.stream_queue_size, settings.ping_interval_s, settings.send_timeout_s
         )
+        broadcaster.on_delivered = lambda wire, event, count: metrics.delivered(
+            wire.transport.value, event, count
+        )
         service = JobService(settings, store, broadcaster, providers, metrics)
         listener = None
         if settings.database_url is not None:

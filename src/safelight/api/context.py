@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from safelight.jobs.service import JobService
 from safelight.metrics import Metrics
 from safelight.store.runner import AsyncStore
 from safelight.streaming.broadcaster import Broadcaster
+from safelight.streaming.follow import Stream
 from safelight.streaming.polls import PollAnswers
 
 if TYPE_CHECKING:
@@ -37,9 +37,9 @@ class AppContext:
     streams_per_client: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
     runtime: Runtime | None = None  # its problems() make /readyz red
-    # Open SSE streams' ``interrupt``: on shutdown they end cleanly (a complete body) so
-    # clients reconnect at once, as WebSockets do on uvicorn's 1012.
-    sse_streams: set[Callable[[], None]] = field(default_factory=set)
+    # Open SSE streams: on shutdown they end cleanly (a complete body) so clients
+    # reconnect at once, as WebSockets do on uvicorn's 1012.
+    sse_streams: set[Stream] = field(default_factory=set)
 
     def begin_shutdown(self) -> None:
         """From the signal handler (on the loop's thread): refuse new work and end every
@@ -49,8 +49,8 @@ class AppContext:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        for interrupt in tuple(self.sse_streams):
-            loop.call_soon_threadsafe(interrupt)
+        for stream in tuple(self.sse_streams):
+            loop.call_soon_threadsafe(stream.stop)
 
     def client_key(self, conn: HTTPConnection) -> str:
         return conn.client.host if conn.client else "unknown"

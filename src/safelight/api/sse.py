@@ -1,11 +1,9 @@
-"""A lean ``text/event-stream`` response: SSE framing and one raw ASGI streaming loop.
+"""SSE framing for the lean ``text/event-stream`` response (api/streams.py).
 
-It replaces sse-starlette's ``EventSourceResponse``, whose per-connection anyio task group
+It replaced sse-starlette's ``EventSourceResponse``, whose per-connection anyio task group
 (four tasks), cancel scope per chunk and ``ServerSentEvent`` object per frame cost about
-as much as the rest of the stream put together (docs/benchmarks.md, "Where the time goes").
-Here a stream is the request's own task, which writes pre-encoded frames, plus one small
-task that waits for the client's ``http.disconnect``: uvicorn silently drops writes to a
-vanished HTTP client, so without it a disconnect would go unnoticed until the job ends.
+as much as the rest of the stream put together (docs/benchmarks.md, "What changed in
+issue 11").  Frames are built once per event and shared by every client.
 
 Frames (API.md "Server-Sent Events"; event JSON never holds a raw CR or LF, so one
 ``data:`` line each, research/reliability-anchors.md 3.9):
@@ -17,14 +15,7 @@ Frames (API.md "Server-Sent Events"; event JSON never holds a raw CR or LF, so o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractContextManager
-
-from starlette.types import Message, Receive, Scope, Send
-
-HEADERS = [
+SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
@@ -38,44 +29,3 @@ def control_frame(event: str, data: str, retry_ms: int | None = None) -> bytes:
 
 def event_frame(seq: int, data: str) -> bytes:
     return f"id: {seq}\ndata: {data}\n\n".encode()
-
-
-class EventStreamResponse:
-    """Streams ``frames`` (bytes) as one SSE body.  ``on_disconnect`` runs when the client
-    goes away, so the producer can stop; each write runs inside ``guard()``, which raises
-    TimeoutError for a write that did not finish in time (a stalled reader): that ends the
-    stream and the client resumes by cursor."""
-
-    __slots__ = ("frames", "guard", "on_disconnect")
-
-    def __init__(
-        self,
-        frames: AsyncGenerator[bytes, None],
-        on_disconnect: Callable[[], None],
-        guard: Callable[[], AbstractContextManager[None]],
-    ) -> None:
-        self.frames = frames
-        self.on_disconnect = on_disconnect
-        self.guard = guard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watcher = asyncio.get_running_loop().create_task(self._watch(receive))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            async for frame in self.frames:
-                chunk: Message = {"type": "http.response.body", "body": frame, "more_body": True}
-                with self.guard():
-                    await send(chunk)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            # A stalled reader: uvicorn closes a response that did not complete.
-            return
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(Exception):
-                await self.frames.aclose()  # runs the producer's cleanup (unsubscribe)
-
-    async def _watch(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.on_disconnect()

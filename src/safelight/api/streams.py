@@ -1,21 +1,19 @@
 """The three transports over one cursor (API.md "Three transports, one cursor").
 
-WebSocket and SSE share ``Follower`` (subscribe, backlog, live, dedupe, backfill, end after
-the terminal event); polling reads the store directly and long-polls on a subscription.
+WebSocket and SSE share ``Stream`` (subscribe, backlog, live, dedupe, backfill, end after
+the terminal event; streaming/follow.py) and differ only in their ``Wire``; polling reads
+shared answers (streaming/polls.py) and long-polls on one wake-up per job.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 import re
-from collections.abc import AsyncGenerator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, WebSocket
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
@@ -23,11 +21,12 @@ from safelight.api.context import AppContext, ctx_of
 from safelight.api.jobs import JOB_ID
 from safelight.api.problems import from_error, problem
 from safelight.api.security import check_origin
-from safelight.api.sse import EventStreamResponse, control_frame, event_frame
+from safelight.api.sse import SSE_HEADERS, control_frame, event_frame
 from safelight.errors import NotFound, SafelightError
-from safelight.models import Event
-from safelight.streaming.follow import Control, Follower, SlowConsumer
+from safelight.models import Event, dumps
+from safelight.streaming.follow import Stream
 from safelight.streaming.polls import CursorAhead
+from safelight.streaming.writes import Message
 from safelight.types import Transport
 
 router = APIRouter()
@@ -39,10 +38,64 @@ def _disabled(transport: Transport) -> SafelightError:
     )
 
 
-async def websocket_events(websocket: WebSocket) -> None:
-    """``GET /api/jobs/{job_id}/ws?after=N``: a plain Starlette route, not a FastAPI one,
-    because FastAPI's per-request dependency machinery stays alive for a WebSocket's whole
-    life, and memory per idle stream is a design target (DESIGN.md)."""
+class WsWire:
+    """WebSocket frames: one text message per event (API.md "WebSocket")."""
+
+    transport = Transport.WS
+
+    def event(self, event: Event) -> Message:
+        return {"type": "websocket.send", "text": event.json}
+
+    def ping(self, last_seq: int) -> Message:
+        return {"type": "websocket.send", "text": dumps({"type": "ping", "last_seq": last_seq})}
+
+    def greeting(self, welcome: dict[str, Any]) -> Message:
+        return {"type": "websocket.send", "text": dumps(welcome)}
+
+    def end(self) -> Message:
+        return {"type": "websocket.close", "code": 1000, "reason": ""}
+
+    def slow(self) -> Message:
+        return {"type": "websocket.close", "code": 1013, "reason": SLOW_REASON}
+
+
+class SseWire:
+    """SSE frames on the response body (api/sse.py)."""
+
+    transport = Transport.SSE
+
+    def event(self, event: Event) -> Message:
+        return {
+            "type": "http.response.body",
+            "body": event_frame(event.seq, event.json),
+            "more_body": True,
+        }
+
+    def ping(self, last_seq: int) -> Message:
+        body = control_frame("ping", dumps({"type": "ping", "last_seq": last_seq}))
+        return {"type": "http.response.body", "body": body, "more_body": True}
+
+    def greeting(self, welcome: dict[str, Any], retry_ms: int) -> Message:
+        body = control_frame("welcome", dumps(welcome), retry_ms)
+        return {"type": "http.response.body", "body": body, "more_body": True}
+
+    def end(self) -> Message:
+        return {"type": "http.response.body", "body": b"", "more_body": False}
+
+    def slow(self) -> Message:
+        return self.end()  # a complete body: the browser reconnects with Last-Event-ID
+
+
+SLOW_REASON = "slow consumer; resume from your cursor"
+WS_WIRE = WsWire()
+SSE_WIRE = SseWire()
+
+
+async def websocket_events(scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /api/jobs/{job_id}/ws?after=N``: served by ``StreamRoutes`` (below), not a
+    FastAPI route, because FastAPI's per-request machinery stays alive for a WebSocket's
+    whole life, and memory per idle stream is a design target (DESIGN.md)."""
+    websocket = WebSocket(scope, receive, send)
     ctx = ctx_of(websocket)
     job_id = str(websocket.path_params["job_id"])
     raw_after = websocket.query_params.get("after", "0")
@@ -61,23 +114,24 @@ async def websocket_events(websocket: WebSocket) -> None:
     except SafelightError as exc:
         await _deny(websocket, exc)
         return
-    follower = Follower(
-        ctx.store,
-        ctx.broadcaster,
-        job_id,
-        int(raw_after),
-        Transport.WS,
-    )
+    stream = Stream(ctx.store, ctx.broadcaster, job_id, int(raw_after), WS_WIRE)
     try:
         try:
-            welcome = await follower.open()
+            welcome = await stream.open()
         except SafelightError as exc:
             await _deny(websocket, exc)
             return
-        await websocket.accept()
-        await _ws_session(websocket, ctx, follower, welcome)
+        try:
+            await websocket.accept()
+        except (OSError, WebSocketDisconnect):
+            return
+        # Clients send nothing, so the connection's task only waits for the close; the
+        # job's feed writes events (streaming/follow.py).  A stalled client is dropped
+        # when a write times out or its queue overflows (close 1013), one that stops
+        # answering protocol pings by uvicorn.
+        await stream.run(send, receive, WS_WIRE.greeting(welcome))
     finally:
-        follower.close()
+        stream.close()
         ctx.close_stream(key, "ws")
 
 
@@ -95,36 +149,6 @@ async def _deny(websocket: WebSocket, exc: SafelightError) -> None:
         await websocket.close(1008)
 
 
-async def _ws_session(
-    websocket: WebSocket, ctx: AppContext, follower: Follower, welcome: Control
-) -> None:
-    """One task per connection (memory per idle stream is a design target).  Clients send
-    nothing, so nothing is read: a vanished client is noticed when a write fails (pings
-    go out every ``ping_interval_s``), a stalled one when a write times out or its queue
-    overflows, and one that stops answering protocol pings is dropped by uvicorn."""
-    try:
-        try:
-            await websocket.send_text(welcome.json)
-        except RuntimeError:
-            # The client left between its upgrade request and our accept: uvicorn's
-            # wsproto skips an accept on a closing transport, so this first send is
-            # refused as out of order.  Nothing to deliver (found by chaos R9).
-            return
-        async for item in follower.events():
-            with follower.guarded_send():  # send_timeout_s, without a timer per send
-                await websocket.send_text(item.json)
-            if isinstance(item, Event):
-                ctx.metrics.delivered("ws", item)
-        await websocket.close(1000)
-    except (SlowConsumer, TimeoutError):
-        # The socket may be full: bounded, best effort (uvicorn then drops it).
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await websocket.close(1013, "slow consumer; resume from your cursor")
-    except (WebSocketDisconnect, OSError):
-        return
-
-
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the JSON routes' JOB_ID constraint
 
 
@@ -139,7 +163,7 @@ def _bad_param(field: str, message: str) -> Response:
     )
 
 
-async def sse_events(request: Request) -> Response:
+async def sse_events(request: Request) -> ASGIApp:
     """``GET /api/jobs/{job_id}/stream?after=N``: a plain Starlette route with the lean
     ``EventStreamResponse`` (api/sse.py), for the same memory reason as the WebSocket."""
     ctx = ctx_of(request)
@@ -162,47 +186,54 @@ async def sse_events(request: Request) -> Response:
                 "Last-Event-ID must be a non-negative integer seq",
             )
         after = int(last_event_id.strip())
-    follower = Follower(ctx.store, ctx.broadcaster, job_id, after, Transport.SSE)
+    stream = Stream(ctx.store, ctx.broadcaster, job_id, after, SSE_WIRE)
     try:
-        welcome = await follower.open()
+        welcome = await stream.open()
     except SafelightError:
-        follower.close()
+        stream.close()
         raise
-    if follower.done:
-        follower.close()
+    if stream.done:
+        stream.close()
         return Response(status_code=204)
     try:
         key = ctx.open_stream(request, "sse")
     except SafelightError:
-        follower.close()  # refused (too many streams): do not leave the subscription behind
+        stream.close()  # refused (too many streams): do not leave the subscription behind
         raise
     retry_ms = random.randint(ctx.settings.sse_retry_min_ms, ctx.settings.sse_retry_max_ms)
+    return EventStreamResponse(stream, ctx, key, SSE_WIRE.greeting(welcome, retry_ms))
 
-    async def frames() -> AsyncGenerator[bytes, None]:
-        ctx.sse_streams.add(follower.interrupt)
+
+class EventStreamResponse:
+    """The SSE body: the headers, then ``Stream.run`` (the welcome, the catch-up, then
+    the job's feed writes each event; this task waits for ``http.disconnect``).  On
+    shutdown the stream ends with a complete body, so clients reconnect at once."""
+
+    __slots__ = ("ctx", "greeting", "key", "stream")
+
+    def __init__(self, stream: Stream, ctx: AppContext, key: str, greeting: Message) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.key = key
+        self.greeting = greeting
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx, stream = self.ctx, self.stream
         try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if ctx.shutting_down:
+                await send(SSE_WIRE.end())
                 return
-            yield control_frame("welcome", welcome.json, retry_ms)
-            async for item in follower.events():
-                if isinstance(item, Control):
-                    yield control_frame(item.type, item.json)
-                else:
-                    yield event_frame(item.seq, item.json)
-                    ctx.metrics.delivered("sse", item)
-        except SlowConsumer:
-            return
+            ctx.sse_streams.add(stream)
+            await stream.run(send, receive, self.greeting)
         finally:
-            ctx.sse_streams.discard(follower.interrupt)
-            follower.close()
-            ctx.close_stream(key, "sse")
-
-    stream = EventStreamResponse(frames(), follower.interrupt, follower.guarded_send)
-    return stream  # type: ignore[return-value]
+            ctx.sse_streams.discard(stream)
+            stream.close()
+            ctx.close_stream(self.key, "sse")
 
 
+# HEAD and other paths fall through to the router (StreamRoutes serves GET and WS).
 stream_routes = [
-    WebSocketRoute("/api/jobs/{job_id}/ws", websocket_events),
     Route("/api/jobs/{job_id}/stream", sse_events, methods=["GET"]),
 ]
 STREAM_PATH = re.compile(r"/api/jobs/(?P<job_id>[^/]+)/(?P<kind>ws|stream)")
@@ -228,7 +259,7 @@ class StreamRoutes:
         if match is not None:
             scope["path_params"] = {"job_id": match["job_id"]}
             if scope["type"] == "websocket" and match["kind"] == "ws":
-                await websocket_events(WebSocket(scope, receive, send))
+                await websocket_events(scope, receive, send)
                 return
             if scope["type"] == "http" and match["kind"] == "stream" and scope["method"] == "GET":
                 request = Request(scope, receive)

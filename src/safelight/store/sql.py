@@ -575,8 +575,13 @@ class SqlStore:
                 raise LeaseLost(f"job {job_id}: lease token no longer valid")
             now = self._now(conn)
             if status is not None and status.terminal and job.cancel_requested:
+                # The worker's own step when it is the worker's cancel; else the last
+                # committed one (0 before the first progress was written).
+                step = data.get("step") if type_ is EventType.CANCELLED else None
+                if step is None:
+                    step = (job.progress or {}).get("step") or 0
                 type_, status = EventType.CANCELLED, JobStatus.CANCELLED
-                data = {"reason": "user", "step": (job.progress or {}).get("step")}
+                data = {"reason": "user", "step": step}
                 updates = {}
             if status is job.status:
                 # A retried write whose first try committed (the connection dropped
