@@ -20,7 +20,14 @@ from typing import Any
 import httpx
 
 from benchmarks.clients import raise_nofile
-from benchmarks.config import BARE_TRANSPORTS, SCHEMA, TARGETS, console, parse_args
+from benchmarks.config import (
+    BARE_IDLE_TRANSPORTS,
+    BARE_TRANSPORTS,
+    SCHEMA,
+    TARGETS,
+    console,
+    parse_args,
+)
 from benchmarks.context import Bench
 from benchmarks.procs import environment, uptime
 from benchmarks.scenarios.fanout import fanout_app, fanout_bare
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.idle > 0:
             for t in cfg.idle_transports:
                 collect(idle, f"idle app/{t}", partial(idle_memory, bench, "app", t))
-                if cfg.bare and t in BARE_TRANSPORTS:
+                if cfg.bare and t in BARE_IDLE_TRANSPORTS:
                     collect(idle, f"idle bare/{t}", partial(idle_memory, bench, "bare", t))
         if cfg.overhead_rounds > 0:
             overhead_row = attempt("overhead", partial(overhead, bench))

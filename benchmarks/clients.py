@@ -37,6 +37,22 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_EXAMPLES = 10
 
 
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str) -> bytes:
+    """One request on a keep-alive connection; the body of a 200 (by Content-Length)."""
+    writer.write(request.encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = head[9:12]
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length) if length else b""
+    if status != b"200":
+        raise RuntimeError(f"HTTP {status.decode()}: {body[:200]!r}")
+    return body
+
+
 def raise_nofile() -> tuple[int, int]:
     """Soft RLIMIT_NOFILE up to the hard limit (1,000 sockets need 1,000 descriptors)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -174,42 +190,50 @@ class Worker:
         finally:
             self._settle(sub, False)
 
-    async def _poll(self, sub: Sub, client: httpx.AsyncClient) -> None:
-        """Long polling: one request parked at a time, the next from the new cursor as soon
-        as an answer arrives (what the browser and Python clients do on the poll rung).
+    async def _poll(self, sub: Sub) -> None:
+        """Long polling: one request parked at a time on one keep-alive connection, the
+        next from the new cursor as soon as an answer arrives (what the browser and
+        Python clients do on the poll rung).  A minimal HTTP/1.1 client on asyncio
+        streams: httpx's pool scans every connection per request, which made 10,000
+        pollers take over 600 s to connect (so the load generator measured itself).
         Answers are kept raw and split into per-event frames after the run."""
-        base = self.spec.url
+        url = httpx.URL(self.spec.url)
+        host, port = url.host, url.port or 80
+        target = url.raw_path.split(b"?", 1)[0].decode()
+        head = f" HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: safelight-bench\r\n\r\n"
         cursor = sub.after
         answers: list[tuple[float, bytes]] = []
+        writer: asyncio.StreamWriter | None = None
         try:
             async with self.sem:
-                r = await client.get(base, params={"after": cursor, "wait": 0})
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
+                reader, w = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), self.spec.welcome_timeout_s
+                )
+                writer = w
+                body = await _get(reader, w, f"GET {target}?after={cursor}&wait=0{head}")
             sub.welcome_t = time.time()
-            sub.welcome = r.text
-            answers.append((sub.welcome_t, r.content))
+            sub.welcome = body.decode()
+            answers.append((sub.welcome_t, body))
             self._settle(sub, True)
-            body = r.json()
-            cursor = body["events"][-1]["seq"] if body["events"] else cursor
-            terminal = body["terminal"]
+            first = json.loads(body)
+            cursor = first["events"][-1]["seq"] if first["events"] else cursor
+            terminal = first["terminal"]
             now = time.time
             while not terminal and not self.stop.is_set():
-                r = await client.get(base, params={"after": cursor, "wait": 25})
-                t = now()
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
-                answers.append((t, r.content))
+                body = await _get(reader, w, f"GET {target}?after={cursor}&wait=25{head}")
+                answers.append((now(), body))
                 # Only the cursor and the end are read while streaming.
-                tail = r.content.rsplit(b'"last_seq":', 1)[1]
+                tail = body.rsplit(b'"last_seq":', 1)[1]
                 terminal = b'"terminal":true' in tail
-                events_part = r.content[: r.content.rfind(b"],")]
+                events_part = body[: body.rfind(b"],")]
                 if b'"seq":' in events_part:
                     cursor = int(events_part.rsplit(b'"seq":', 1)[1].split(b",", 1)[0])
             sub.ended = True
         except Exception as exc:
             sub.error = f"{type(exc).__name__}: {exc}"
         finally:
+            if writer is not None:
+                writer.close()
             self._settle(sub, False)
             for t, raw in answers:
                 for event in json.loads(raw)["events"]:
@@ -222,18 +246,12 @@ class Worker:
         loop.add_reader(self.conn.fileno(), self._on_pipe)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
         timeout = httpx.Timeout(None, connect=self.spec.welcome_timeout_s)
-        async with (
-            contextlib.AsyncExitStack() as stack,
-            httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client,
-        ):
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
             self.connect_started = time.time()
             if self.spec.transport == "ws":
                 tasks = [asyncio.create_task(self._ws(sub)) for sub in self.subs]
             elif self.spec.transport == "poll":
-                keep = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-                poller = httpx.AsyncClient(limits=keep, timeout=timeout, trust_env=False)
-                await stack.enter_async_context(poller)
-                tasks = [asyncio.create_task(self._poll(sub, poller)) for sub in self.subs]
+                tasks = [asyncio.create_task(self._poll(sub)) for sub in self.subs]
             else:
                 tasks = [asyncio.create_task(self._sse(sub, client)) for sub in self.subs]
             settled = asyncio.create_task(self.all_settled.wait())

@@ -12,7 +12,9 @@ from typing import Any
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parent.parent
-BARE_TRANSPORTS = ("ws", "sse")  # the bare server has no polling route
+BARE_TRANSPORTS = ("ws", "sse")  # the bare server broadcasts on these two
+# ...and also parks long polls, for the memory floor of a held HTTP request:
+BARE_IDLE_TRANSPORTS = ("ws", "sse", "poll")
 SCHEMA = "safelight-bench/1"
 GATE_STEPS = 150  # the API's maximum
 PREVIEW_INTERVAL_S = 1.0  # Settings.preview_interval_s default (left as is)
@@ -40,7 +42,9 @@ class Config:
     subscribers: int = 1000
     steps: int = 150
     step_delay_s: float = 0.03
-    progress_interval_s: float = 0.02
+    # Below the step pace, so the app's job writes one progress per step: the same
+    # events the bare server sends (0.02 s coalesced about a third of them).
+    progress_interval_s: float = 0.005
     paced_rate: float = 5.0  # events/s of the paced phase (0 = skip it)
     paced_s: float = 5.0
     size: int = 64

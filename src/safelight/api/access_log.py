@@ -46,15 +46,19 @@ class AccessLog:
             status = status or 500
             raise
         finally:
-            client = scope.get("client")
-            log.info(
-                "request",
-                extra={
-                    "method": scope.get("method", "GET") if scope["type"] == "http" else "WS",
-                    "path": str(scope["path"])[:PATH_MAX],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "bytes": sent,
-                    "client": client[0] if client else None,
-                },
-            )
+            log_request(scope, status, sent, started)
+
+
+def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
+    client = scope.get("client")
+    log.info(
+        "request",
+        extra={
+            "method": scope.get("method", "GET") if scope["type"] == "http" else "WS",
+            "path": str(scope["path"])[:PATH_MAX],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "bytes": sent,
+            "client": client[0] if client else None,
+        },
+    )

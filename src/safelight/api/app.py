@@ -15,7 +15,8 @@ from safelight.api import docs, lineage, pages, problems, streams
 from safelight.api import jobs as job_routes
 from safelight.api.access_log import AccessLog
 from safelight.api.context import AppContext
-from safelight.api.guard import RequestGuard
+from safelight.api.gate import SafelightApp, StreamGate
+from safelight.api.guard import GuardPolicy, RequestGuard
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
 from safelight.runtime import Runtime
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             await runtime.stop()
             runtime.broadcaster.close()
 
-    app = FastAPI(
+    app = SafelightApp(
         title="Safelight",
         version=__version__,
         description="Watch long-running image generations develop live. See docs/API.md.",
@@ -73,11 +74,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(docs.router)
     app.mount(docs.ASSETS_PREFIX, docs.assets_app(), name="docs-assets")
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False), name="static")
-    # Innermost first: StreamRoutes serves WS/SSE below every other layer; then the guard
-    # (Host, fetch metadata, misses) runs before any route, streams included;
+    # Innermost first: the guard (Host, fetch metadata, misses) runs before any route;
     # SecurityHeaders covers the guard's refusals; AccessLog, outermost, sees everything.
-    app.add_middleware(streams.StreamRoutes)
-    app.add_middleware(RequestGuard, settings=settings)
+    # Streams and long polls are served by the gate in front of all of it (api/gate.py),
+    # which applies the same policy, headers and log.
+    policy = GuardPolicy(settings)
+    app.add_middleware(RequestGuard, policy=policy)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
+    app.gate = StreamGate(policy)
     return app

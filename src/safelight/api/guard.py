@@ -76,37 +76,21 @@ class HostPolicy:
         return ip.is_loopback if self.loopback_only else True
 
 
-class RequestGuard:
-    """Pure ASGI middleware (streams pass through unbuffered)."""
+class GuardPolicy:
+    """The checks themselves, shared by ``RequestGuard`` and the stream gate
+    (api/gate.py), so a miss counts the same whichever served it."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, settings: Settings) -> None:
         self.hosts = HostPolicy(settings.host, settings.allowed_hosts)
         self.allowed_origins = frozenset(settings.allowed_origins)
         self.misses = RateLimiter(
             settings.miss_rate_per_min, "too many lookups of unknown jobs from this address"
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        refusal = self.check(scope)
-        if refusal is not None:
-            await self.refuse(scope, receive, send, refusal)
-            return
-        if not str(scope["path"]).startswith("/api/jobs/"):
-            await self.app(scope, receive, send)
-            return
-        client = scope["client"][0] if scope.get("client") else "unknown"
-
-        async def counting_send(message: Message) -> None:
-            start = message["type"] in ("http.response.start", "websocket.http.response.start")
-            if start and message["status"] == 404:
-                self.misses.spend(client)
-            await send(message)
-
-        await self.app(scope, receive, counting_send)
+    def saw_status(self, scope: Scope, status: int) -> None:
+        """A job route answered ``status``: a 404 spends one of the client's misses."""
+        if status == 404 and str(scope["path"]).startswith("/api/jobs/"):
+            self.misses.spend(scope["client"][0] if scope.get("client") else "unknown")
 
     def check(self, scope: Scope) -> Response | None:
         headers = Headers(scope=scope)
@@ -147,12 +131,41 @@ class RequestGuard:
                 )
         return None
 
-    async def refuse(self, scope: Scope, receive: Receive, send: Send, response: Response) -> None:
-        if scope["type"] == "http":
-            await response(scope, receive, send)
+
+async def refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    if scope["type"] == "http":
+        await response(scope, receive, send)
+        return
+    websocket = WebSocket(scope, receive, send)
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:  # the server cannot send HTTP errors on a handshake
+        await websocket.close(1008)
+
+
+class RequestGuard:
+    """Pure ASGI middleware (streams pass through unbuffered)."""
+
+    def __init__(self, app: ASGIApp, policy: GuardPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
             return
-        websocket = WebSocket(scope, receive, send)
-        try:
-            await websocket.send_denial_response(response)
-        except RuntimeError:  # the server cannot send HTTP errors on a handshake
-            await websocket.close(1008)
+        policy = self.policy
+        refusal = policy.check(scope)
+        if refusal is not None:
+            await refuse(scope, receive, send, refusal)
+            return
+        if not str(scope["path"]).startswith("/api/jobs/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                policy.saw_status(scope, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

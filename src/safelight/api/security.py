@@ -25,6 +25,32 @@ DOCS_CSP = (
 )
 
 
+def csp_for(path: str) -> str:
+    if path == "/docs" or path.startswith("/docs/"):
+        return DOCS_CSP
+    if path.startswith("/api/jobs/") and ("/images/" in path or "/previews/" in path):
+        return IMAGE_CSP
+    if path.startswith(("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json")):
+        return API_CSP
+    return PAGE_CSP
+
+
+def with_security_headers(message: Message, path: str, csp: str) -> Message:
+    """``message`` (an ``http.response.start``) with our headers added where absent."""
+    headers = list(message.get("headers", []))
+    present = {k.lower() for k, _ in headers}
+    extra = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", csp.encode()),
+    ]
+    if path.startswith("/jobs/"):
+        extra.append((b"x-robots-tag", b"noindex"))
+    headers += [(k, v) for k, v in extra if k not in present]
+    return {**message, "headers": headers}
+
+
 class SecurityHeaders:
     """Pure ASGI middleware (does not buffer streaming responses)."""
 
@@ -36,29 +62,11 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path == "/docs" or path.startswith("/docs/"):
-            csp = DOCS_CSP
-        elif path.startswith("/api/jobs/") and ("/images/" in path or "/previews/" in path):
-            csp = IMAGE_CSP
-        elif path.startswith(("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json")):
-            csp = API_CSP
-        else:
-            csp = PAGE_CSP
+        csp = csp_for(path)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                extra = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", csp.encode()),
-                ]
-                if path.startswith("/jobs/"):
-                    extra.append((b"x-robots-tag", b"noindex"))
-                headers += [(k, v) for k, v in extra if k not in present]
-                message = {**message, "headers": headers}
+                message = with_security_headers(message, path, csp)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

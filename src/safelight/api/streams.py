@@ -92,9 +92,9 @@ SSE_WIRE = SseWire()
 
 
 async def websocket_events(scope: Scope, receive: Receive, send: Send) -> None:
-    """``GET /api/jobs/{job_id}/ws?after=N``: served by ``StreamRoutes`` (below), not a
-    FastAPI route, because FastAPI's per-request machinery stays alive for a WebSocket's
-    whole life, and memory per idle stream is a design target (DESIGN.md)."""
+    """``GET /api/jobs/{job_id}/ws?after=N``: served by the stream gate (api/gate.py),
+    not a FastAPI route, because every layer a request is dispatched through stays alive
+    for a WebSocket's whole life, and memory per idle stream is a design target."""
     websocket = WebSocket(scope, receive, send)
     ctx = ctx_of(websocket)
     job_id = str(websocket.path_params["job_id"])
@@ -129,7 +129,7 @@ async def websocket_events(scope: Scope, receive: Receive, send: Send) -> None:
         # job's feed writes events (streaming/follow.py).  A stalled client is dropped
         # when a write times out or its queue overflows (close 1013), one that stops
         # answering protocol pings by uvicorn.
-        await stream.run(send, receive, WS_WIRE.greeting(welcome))
+        await stream.run(scope.get(RAW_SEND, send), receive, WS_WIRE.greeting(welcome))
     finally:
         stream.close()
         ctx.close_stream(key, "ws")
@@ -225,52 +225,49 @@ class EventStreamResponse:
                 await send(SSE_WIRE.end())
                 return
             ctx.sse_streams.add(stream)
-            await stream.run(send, receive, self.greeting)
+            await stream.run(scope.get(RAW_SEND, send), receive, self.greeting)
         finally:
             ctx.sse_streams.discard(stream)
             stream.close()
             ctx.close_stream(self.key, "sse")
 
 
-# HEAD and other paths fall through to the router (StreamRoutes serves GET and WS).
+# HEAD and other methods fall through to the router (the gate serves GET and WS).
 stream_routes = [
     Route("/api/jobs/{job_id}/stream", sse_events, methods=["GET"]),
 ]
-STREAM_PATH = re.compile(r"/api/jobs/(?P<job_id>[^/]+)/(?P<kind>ws|stream)")
+STREAM_PATH = re.compile(r"/api/jobs/(?P<job_id>[^/]+)/(?P<kind>ws|stream|events)")
+RAW_SEND = "safelight.raw_send"  # scope key: the server's own send (api/gate.py)
 
 
-class StreamRoutes:
-    """Serves the two streaming routes above straight from the middleware stack.
+def stream_kind(scope: Scope) -> str | None:
+    """``ws`` / ``stream`` / ``events`` when the gate serves this request, else None."""
+    match = STREAM_PATH.fullmatch(scope["path"])
+    if match is None:
+        return None
+    kind = match["kind"]
+    if scope["type"] == "websocket":
+        return kind if kind == "ws" else None
+    return kind if kind != "ws" and scope.get("method") == "GET" else None
 
-    A stream's task stays suspended inside every layer it was dispatched through, for the
-    stream's whole life: each wake-up resumes that whole chain of frames, and each layer
-    keeps its own state (FastAPI's AsyncExitStack, Starlette's exception wrappers, the
-    router).  py-spy showed those resumes on the per-event path (Starlette.__call__,
-    Route.handle, ...).  Added as the innermost user middleware (before SecurityHeaders
-    and anything else in ``create_app``), so every outer middleware still applies; only
-    ExceptionMiddleware and routing are skipped, and errors are mapped to problem+json
-    here the same way.  Other methods (HEAD, POST...) fall through to the routes."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = STREAM_PATH.fullmatch(scope["path"]) if scope["type"] != "lifespan" else None
-        if match is not None:
-            scope["path_params"] = {"job_id": match["job_id"]}
-            if scope["type"] == "websocket" and match["kind"] == "ws":
-                await websocket_events(scope, receive, send)
-                return
-            if scope["type"] == "http" and match["kind"] == "stream" and scope["method"] == "GET":
-                request = Request(scope, receive)
-                response: ASGIApp
-                try:
-                    response = await sse_events(request)
-                except SafelightError as exc:
-                    response = from_error(exc)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+async def serve_stream(scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+    """One request that ``stream_kind`` picked, with errors mapped to problem+json as
+    the routes' exception handlers would."""
+    match = STREAM_PATH.fullmatch(scope["path"])
+    assert match is not None
+    scope["path_params"] = {"job_id": match["job_id"]}
+    if kind == "ws":
+        await websocket_events(scope, receive, send)
+        return
+    request = Request(scope, receive)
+    handler = sse_events if kind == "stream" else raw_poll
+    response: ASGIApp
+    try:
+        response = await handler(request)
+    except SafelightError as exc:
+        response = from_error(exc)
+    await response(scope, receive, send)
 
 
 @router.get(
@@ -285,8 +282,15 @@ async def poll_events(
 ) -> Response:
     """Answers are shared per job and cursor (streaming/polls.py).  ``ETag`` names an
     answer; a client that sends it back in ``If-None-Match`` gets ``304`` while nothing
-    changed, and parked long polls wake together on the job's next publish."""
-    ctx = ctx_of(request)
+    changed, and parked long polls wake together on the job's next publish.  (GET is
+    served by the stream gate through ``raw_poll``; this route documents it in OpenAPI
+    and answers HEAD.)"""
+    return await answer_poll(ctx_of(request), job_id, after, wait, if_none_match)
+
+
+async def answer_poll(
+    ctx: AppContext, job_id: str, after: int, wait: float, if_none_match: str | None
+) -> Response:
     if Transport.POLL not in ctx.settings.transports:
         raise _disabled(Transport.POLL)
     ctx.metrics.polls.inc()
@@ -304,3 +308,28 @@ async def poll_events(
     for ev in answer.events:
         ctx.metrics.delivered("poll", ev)
     return Response(answer.body, media_type="application/json", headers=headers)
+
+
+async def raw_poll(request: Request) -> Response:
+    """``GET /api/jobs/{job_id}/events`` without FastAPI's per-request machinery: a
+    parked long poll holds only this frame and the shared wake-up (memory per parked
+    poll is a target, docs/benchmarks.md).  Parameters are checked as the route above
+    declares them, with the same problem+json."""
+    job_id = str(request.path_params["job_id"])
+    if not JOB_ID_RE.fullmatch(job_id):
+        return _bad_param("job_id", "must be 1..64 of A-Z a-z 0-9 _ -")
+    query = request.query_params
+    raw_after = query.get("after", "0")
+    if not raw_after.isdigit():
+        return _bad_param("after", "Input should be a valid integer, greater than or equal to 0")
+    raw_wait = query.get("wait", "0")
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        return _bad_param("wait", "Input should be a valid number")
+    if not 0 <= wait <= 25:  # also refuses nan
+        return _bad_param("wait", "Input should be a number from 0 to 25")
+    ctx = ctx_of(request)
+    return await answer_poll(
+        ctx, job_id, int(raw_after), wait, request.headers.get("if-none-match")
+    )
