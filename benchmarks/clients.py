@@ -42,11 +42,13 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
     writer.write(request.encode())
     head = await reader.readuntil(b"\r\n\r\n")
     status = head[9:12]
-    length = 0
+    length = -1
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
+    if length < 0:
+        raise RuntimeError("an answer without Content-Length")
     body = await reader.readexactly(length) if length else b""
     if status != b"200":
         raise RuntimeError(f"HTTP {status.decode()}: {body[:200]!r}")

@@ -72,6 +72,11 @@ class Settings:
     ws_ping_timeout_s: float = 20.0
     poll_after_ms: int = 1000
     long_poll_max_s: float = 25.0
+    # The most a long poll woken by a job's event waits for the events that follow it
+    # (1 ms per poll parked on the job, up to this): with many pollers and many events per
+    # second one answer then carries several (a request costs ~10x a streamed delivery;
+    # docs/benchmarks.md); a lone poller is answered at once.  0 = never wait.
+    long_poll_coalesce_ms: int = 250
     sse_retry_min_ms: int = 1000
     sse_retry_max_ms: int = 4000
     stream_queue_size: int = 512

@@ -111,6 +111,7 @@ def test_quick_bench_writes_a_well_formed_report(tmp_path: Path) -> None:
         ("app", "sse"),
         ("bare", "sse"),
         ("app", "poll"),
+        ("bare", "poll"),  # the floor of a parked HTTP request
     }
     for row in idle.values():
         assert row["requested"] == report["config"]["idle"]

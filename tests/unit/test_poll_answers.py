@@ -15,6 +15,7 @@ from safelight.models import Event
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
 from safelight.streaming.polls import CursorAhead, PollAnswers
+from safelight.types import EventType
 
 
 @pytest.fixture
@@ -91,6 +92,41 @@ def test_parked_polls_share_one_wakeup_and_leave_nothing_behind(store: AsyncStor
         answer = await polls.answer(job_id, 2)
         assert await polls.wait_for_change(answer, 0.01) is False
         assert polls._wake == {}
+
+    asyncio.run(main())
+
+
+def test_woken_polls_answer_after_the_coalescing_window_with_what_came_meanwhile(
+    store: AsyncStore,
+) -> None:
+    async def main() -> None:
+        polls = PollAnswers(store, poll_after_ms=1000, ttl_s=60, coalesce_s=0.05)
+        job_id, _ = await new_job(store)
+        answer = await polls.answer(job_id, 1)
+        waiters = [asyncio.create_task(polls.wait_for_change(answer, 30)) for _ in range(5)]
+        await asyncio.sleep(0)
+        polls.published(await claim(store))  # the running event: the window opens
+        await asyncio.sleep(0)
+        assert polls.holding(job_id)  # 1 ms per parked poll: 5 ms
+        assert not any(w.done() for w in waiters)  # held for the window, not answered yet
+        job = await store.read(SqlStore.get_job, job_id)
+        assert job is not None and job.lease_token is not None
+        _, event = await store.write(
+            SqlStore.worker_event, job_id, job.lease_token, EventType.PROGRESS, {"step": 1}
+        )
+        polls.published([event])  # inside the window: no second wake-up is armed
+        assert await asyncio.gather(*waiters) == [True] * 5
+        later = await polls.answer(job_id, 1)
+        assert [e.seq for e in later.events] == [2, 3]  # both events in one answer
+        assert not polls.holding(job_id)
+        # The crowd of the last window (5) still counts while they are between polls...
+        for step in (2, 3):
+            _, event = await store.write(
+                SqlStore.worker_event, job_id, job.lease_token, EventType.PROGRESS, {"step": step}
+            )
+            polls.published([event])
+            assert polls.holding(job_id) is (step == 2)
+            await asyncio.sleep(0.02)  # ...until a window ends with nobody parked
 
     asyncio.run(main())
 

@@ -41,7 +41,12 @@ def create_app(settings: Settings) -> FastAPI:
             service=runtime.service,
             metrics=runtime.metrics,
             limiter=RateLimiter(settings.create_rate_per_min),
-            polls=PollAnswers(runtime.store, settings.poll_after_ms, settings.poll_cache_ttl_s),
+            polls=PollAnswers(
+                runtime.store,
+                settings.poll_after_ms,
+                settings.poll_cache_ttl_s,
+                settings.long_poll_coalesce_ms / 1000,
+            ),
         )
         ctx.runtime = runtime
         runtime.broadcaster.on_publish.append(ctx.polls.published)

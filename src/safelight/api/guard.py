@@ -31,6 +31,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # "none" is a navigation the user started (typed URL, bookmark).
 SAFE_FETCH_SITES = frozenset({"same-origin", "none"})
 LOOPBACK_NAMES = frozenset({"localhost"})
+HOST_CACHE = 256
 
 
 def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -63,10 +64,22 @@ class HostPolicy:
         self.any = "*" in allowed
         self.names = frozenset(host_name(n) for n in allowed if n != "*")
         self.loopback_only = is_loopback_bind(bind_host)
+        # Host header -> verdict: every poll and stream asks (the address parsing was a
+        # few per cent of a long poll's CPU, py-spy).
+        self._seen: dict[str, bool] = {}
 
     def allows(self, host_header: str | None) -> bool:
         if self.any or host_header is None:  # no Host: HTTP/1.0, not a browser
             return True
+        known = self._seen.get(host_header)
+        if known is None:
+            known = self._decide(host_header)
+            if len(self._seen) >= HOST_CACHE:
+                self._seen.clear()  # bounded: a client inventing Host names gains nothing
+            self._seen[host_header] = known
+        return known
+
+    def _decide(self, host_header: str) -> bool:
         name = host_name(host_header)
         if name in self.names or name in LOOPBACK_NAMES:
             return True

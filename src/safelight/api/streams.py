@@ -7,6 +7,7 @@ shared answers (streaming/polls.py) and long-polls on one wake-up per job.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from typing import Annotated, Any
@@ -294,19 +295,28 @@ async def answer_poll(
     if Transport.POLL not in ctx.settings.transports:
         raise _disabled(Transport.POLL)
     ctx.metrics.polls.inc()
+    polls = ctx.polls
     try:
-        answer = await ctx.polls.answer(job_id, after)
-        if answer.empty and not answer.terminal and wait > 0:
-            timeout = min(wait, ctx.settings.long_poll_max_s)
-            if await ctx.polls.wait_for_change(answer, timeout):
-                answer = await ctx.polls.answer(job_id, after)
+        answer = await polls.answer(job_id, after)
+        if wait > 0 and not answer.terminal and (answer.empty or polls.holding(job_id)):
+            # Park until there is something to say, and the job's coalescing window (if
+            # one is open) is over (streaming/polls.py).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(wait, ctx.settings.long_poll_max_s)
+            while answer.empty or polls.holding(job_id):
+                left = deadline - loop.time()
+                if left <= 0 or not await polls.wait_for_change(answer, left):
+                    break
+                answer = await polls.answer(job_id, after)
+                if answer.terminal:
+                    break
     except CursorAhead as exc:
         return problem(400, exc.code, exc.title, exc.message, last_seq=exc.last_seq)
     headers = {"Cache-Control": "no-store", "ETag": answer.etag}
     if if_none_match is not None and answer.etag in (t.strip() for t in if_none_match.split(",")):
         return Response(status_code=304, headers=headers)
-    for ev in answer.events:
-        ctx.metrics.delivered("poll", ev)
+    if answer.events:  # one write of several events: latency of the oldest
+        ctx.metrics.delivered("poll", answer.events[0], len(answer.events))
     return Response(answer.body, media_type="application/json", headers=headers)
 
 

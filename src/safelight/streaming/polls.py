@@ -10,6 +10,12 @@ queue.  Here:
   invalidates exactly that job's answers; concurrent askers await one computation;
 * parked long polls of a job wait on ONE ``asyncio.Event`` that the job's next publish
   sets (``wake``), not on a queue each;
+* a job's first event after a quiet spell opens a coalescing window, 1 ms per poll
+  parked on the job up to ``coalesce_s``, and long polls that would answer inside it
+  (parked, or arriving to find new events) answer at its end: with many pollers and many
+  events per second one answer carries several, which is what makes long polling
+  affordable (a request costs ~10x a streamed delivery, docs/benchmarks.md), while a
+  lone poller is answered at once; an event waits at most ``coalesce_s``;
 * a short TTL bounds staleness where publishes arrive late or not at all (scale-out with
   the LISTEN connection down): then an answer is recomputed at most every ``ttl_s``.
 """
@@ -29,6 +35,10 @@ from safelight.store.sql import SqlStore
 
 POLL_PAGE = 500
 MAX_ANSWERS = 4096  # bounded memory: the cache is cleared when it grows past this
+# The coalescing window grows with the polls parked on the job (1 ms each, up to
+# ``coalesce_s``): answering them all costs ~0.1 ms each, so the window is ~10x the work
+# it batches; a lone poller waits ~1 ms, 250 or more (by default) the whole window.
+WINDOW_PER_POLL_S = 0.001
 
 
 class CursorAhead(SafelightError):
@@ -60,13 +70,18 @@ class Answer:
 
 
 class PollAnswers:
-    def __init__(self, store: AsyncStore, poll_after_ms: int, ttl_s: float) -> None:
+    def __init__(
+        self, store: AsyncStore, poll_after_ms: int, ttl_s: float, coalesce_s: float = 0.0
+    ) -> None:
         self.store = store
         self.poll_after_ms = poll_after_ms
         self.ttl_s = ttl_s
+        self.coalesce_s = coalesce_s
         self._gen: dict[str, int] = {}
         self._answers: dict[tuple[str, int, int], asyncio.Future[Answer]] = {}
         self._wake: dict[str, list[Any]] = {}  # job -> [Event, parked polls]
+        self._windows: dict[str, asyncio.TimerHandle] = {}  # job -> end of its window
+        self._crowd: dict[str, int] = {}  # job -> polls parked when its last window ended
         self.computed = 0  # store round trips made (for tests and the benchmark)
 
     # -- called by the broadcaster on every publish -------------------------------------
@@ -76,9 +91,36 @@ class PollAnswers:
             job_id = event.job_id
             if job_id in self._gen:
                 self._gen[job_id] += 1
-            parked = self._wake.pop(job_id, None)
-            if parked is not None:
-                parked[0].set()
+            if job_id in self._windows:
+                continue
+            parked = self._wake.get(job_id)
+            # The crowd: polls parked now, or at the end of the last window (in a busy
+            # job many are between two requests when the next event comes).
+            crowd = max(parked[1] if parked else 0, self._crowd.get(job_id, 0))
+            window = min(self.coalesce_s, crowd * WINDOW_PER_POLL_S)
+            if window <= 0:
+                self._close_window(job_id)
+            else:
+                # A coalescing window opens at the job's first event after a quiet spell;
+                # polls that would answer inside it wait for its end.  One timer per job
+                # and window, not one per poll.
+                loop = asyncio.get_running_loop()
+                self._windows[job_id] = loop.call_later(window, self._close_window, job_id)
+
+    def _close_window(self, job_id: str) -> None:
+        self._windows.pop(job_id, None)
+        parked = self._wake.pop(job_id, None)
+        if parked is not None:
+            parked[0].set()
+        if parked is not None and parked[1] > 0:
+            self._crowd[job_id] = parked[1]
+        else:
+            self._crowd.pop(job_id, None)
+
+    def holding(self, job_id: str) -> bool:
+        """Whether the job's coalescing window is open: an answer with new events waits
+        for its end (``wait_for_change``) to carry the events that follow them."""
+        return job_id in self._windows
 
     # -- used by the polling route -------------------------------------------------------
 
@@ -89,6 +131,7 @@ class PollAnswers:
             # old answer can match a restarted generation.
             self._answers.clear()
             self._gen.clear()
+            self._crowd.clear()
         gen = self._gen.setdefault(job_id, 0)
         key = (job_id, after, gen)
         future = self._answers.get(key)
@@ -105,15 +148,18 @@ class PollAnswers:
         if future is None:
             future = asyncio.ensure_future(self._compute(job_id, after, gen))
             self._answers[key] = future
+        if future.done():  # the common case once one asker has computed it
+            return future.result()
         # shield: one asker that disconnects must not cancel the others' computation
         return await asyncio.shield(future)
 
     async def wait_for_change(self, answer: Answer, timeout_s: float) -> bool:
-        """Park until the job of ``answer`` publishes again (True) or ``timeout_s`` passes
-        (False).  Every parked poll of a job shares one Event."""
+        """Park until the job of ``answer`` publishes again and its coalescing window is
+        over (True) or ``timeout_s`` passes (False).  Every parked poll of a job shares
+        one Event."""
         job_id = answer.job_id
-        if self._gen.get(job_id) != answer.gen:
-            return True  # published while the answer was being made
+        if self._gen.get(job_id) != answer.gen and job_id not in self._windows:
+            return True  # published (and its window over) while the answer was being made
         parked = self._wake.get(job_id)
         if parked is None:
             parked = self._wake[job_id] = [asyncio.Event(), 0]
