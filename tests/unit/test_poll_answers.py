@@ -100,33 +100,38 @@ def test_woken_polls_answer_after_the_coalescing_window_with_what_came_meanwhile
     store: AsyncStore,
 ) -> None:
     async def main() -> None:
-        polls = PollAnswers(store, poll_after_ms=1000, ttl_s=60, coalesce_s=0.05)
+        polls = PollAnswers(store, poll_after_ms=1000, ttl_s=60, coalesce_s=1.0)
         job_id, _ = await new_job(store)
         answer = await polls.answer(job_id, 1)
-        waiters = [asyncio.create_task(polls.wait_for_change(answer, 30)) for _ in range(5)]
-        await asyncio.sleep(0)
-        polls.published(await claim(store))  # the running event: the window opens
-        await asyncio.sleep(0)
-        assert polls.holding(job_id)  # 1 ms per parked poll: 5 ms
-        assert not any(w.done() for w in waiters)  # held for the window, not answered yet
+        # Commit everything first, publish later: no store latency inside the windows.
+        running = await claim(store)
         job = await store.read(SqlStore.get_job, job_id)
         assert job is not None and job.lease_token is not None
-        _, event = await store.write(
-            SqlStore.worker_event, job_id, job.lease_token, EventType.PROGRESS, {"step": 1}
-        )
-        polls.published([event])  # inside the window: no second wake-up is armed
-        assert await asyncio.gather(*waiters) == [True] * 5
+        progress = [
+            (
+                await store.write(
+                    SqlStore.worker_event, job_id, job.lease_token, EventType.PROGRESS, {"step": n}
+                )
+            )[1]
+            for n in (1, 2, 3)
+        ]
+        waiters = [asyncio.create_task(polls.wait_for_change(answer, 30)) for _ in range(50)]
+        await asyncio.sleep(0)
+        polls.published(running)  # the window opens: 1 ms per parked poll, 50 ms
+        await asyncio.sleep(0)
+        assert polls.holding(job_id)
+        assert not any(w.done() for w in waiters)  # held for the window, not answered yet
+        polls.published(progress[:1])  # inside the window: no second wake-up is armed
+        assert await asyncio.gather(*waiters) == [True] * 50
         later = await polls.answer(job_id, 1)
-        assert [e.seq for e in later.events] == [2, 3]  # both events in one answer
+        assert [e.seq for e in later.events][:2] == [2, 3]  # both events in one answer
         assert not polls.holding(job_id)
-        # The crowd of the last window (5) still counts while they are between polls...
-        for step in (2, 3):
-            _, event = await store.write(
-                SqlStore.worker_event, job_id, job.lease_token, EventType.PROGRESS, {"step": step}
-            )
-            polls.published([event])
-            assert polls.holding(job_id) is (step == 2)
-            await asyncio.sleep(0.02)  # ...until a window ends with nobody parked
+        # The crowd of the last window (50) still counts while they are between polls...
+        polls.published(progress[1:2])
+        assert polls.holding(job_id)
+        await asyncio.sleep(0.2)  # ...until a window ends with nobody parked
+        polls.published(progress[2:])
+        assert not polls.holding(job_id)
 
     asyncio.run(main())
 

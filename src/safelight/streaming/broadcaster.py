@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 
 from safelight.models import Event
-from safelight.streaming.follow import Feed
+from safelight.streaming.feed import Feed
 from safelight.streaming.writes import Wire
 
 
