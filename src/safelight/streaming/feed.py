@@ -60,13 +60,14 @@ class Feed:
         self.idle_ticks = 0
         for stream in tuple(self.catching):
             stream.offer(event)
+        terminal = event.terminal
         for wire, streams in tuple(self.live.items()):
             if not streams:
                 continue
             message = wire.event(event)  # encoded once for every client on this wire
             written = 0
             for stream in tuple(streams):
-                if stream.live_event(event, message):
+                if stream.live_event(event, message, terminal):
                     written += 1
             if written:
                 self.broadcaster.delivered(wire, event, written)

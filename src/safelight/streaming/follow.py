@@ -374,8 +374,9 @@ class Stream:
                 self.feed.remove(self)
                 self.feed = None
 
-    def live_event(self, event: Event, message: Message) -> bool:
-        """The feed's per-event step for this stream: True if the message was written."""
+    def live_event(self, event: Event, message: Message, terminal: bool) -> bool:
+        """The feed's per-event step for this stream: True if the message was written.
+        (``terminal`` is ``event.terminal``, read once per event, not per client.)"""
         seq = event.seq
         if seq <= self.last_sent:
             return False  # already sent (it joined from a backlog that held it)
@@ -384,7 +385,7 @@ class Stream:
             self.demote()  # a gap: the store has the truth
             return False
         self.last_sent = seq
-        if event.terminal:
+        if terminal:
             if self.push(message, After.END):
                 self._end_live()
             return True
