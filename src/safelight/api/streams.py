@@ -129,8 +129,11 @@ async def websocket_events(scope: Scope, receive: Receive, send: Send) -> None:
         # Clients send nothing, so the connection's task only waits for the close; the
         # job's feed writes events (streaming/follow.py).  A stalled client is dropped
         # when a write times out or its queue overflows (close 1013), one that stops
-        # answering protocol pings by uvicorn.
-        await stream.run(scope.get(RAW_SEND, send), receive, WS_WIRE.greeting(welcome))
+        # answering protocol pings by uvicorn.  This frame lives as long as the stream:
+        # it keeps nothing it no longer needs (the wrapper's parsed headers and URL).
+        greeting = WS_WIRE.greeting(welcome)
+        del websocket, welcome
+        await stream.run(scope.get(RAW_SEND, send), receive, greeting)
     finally:
         stream.close()
         ctx.close_stream(key, "ws")
@@ -216,7 +219,7 @@ class EventStreamResponse:
         self.stream = stream
         self.ctx = ctx
         self.key = key
-        self.greeting = greeting
+        self.greeting: Message | None = greeting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx, stream = self.ctx, self.stream
@@ -226,7 +229,9 @@ class EventStreamResponse:
                 await send(SSE_WIRE.end())
                 return
             ctx.sse_streams.add(stream)
-            await stream.run(scope.get(RAW_SEND, send), receive, self.greeting)
+            greeting, self.greeting = self.greeting, None
+            assert greeting is not None, "an EventStreamResponse is sent once"
+            await stream.run(scope.get(RAW_SEND, send), receive, greeting)
         finally:
             ctx.sse_streams.discard(stream)
             stream.close()
@@ -268,6 +273,7 @@ async def serve_stream(scope: Scope, receive: Receive, send: Send, kind: str) ->
         response = await handler(request)
     except SafelightError as exc:
         response = from_error(exc)
+    del request  # a stream's frame lives as long as it does: drop the parsed request
     await response(scope, receive, send)
 
 

@@ -154,6 +154,7 @@ class Stream:
         try:
             try:
                 await self._write(greeting)
+                del greeting  # this frame lives as long as the stream
             except (TimeoutError, OSError, RuntimeError):
                 # Gone already.  (A WebSocket client that left between its upgrade and
                 # our accept: uvicorn refuses the first send as out of order; chaos R9.)
