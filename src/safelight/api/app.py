@@ -15,7 +15,7 @@ from safelight.api import docs, lineage, pages, problems, streams
 from safelight.api import jobs as job_routes
 from safelight.api.access_log import AccessLog
 from safelight.api.context import AppContext
-from safelight.api.gate import SafelightApp, StreamGate
+from safelight.api.gate import SafelightApp
 from safelight.api.guard import GuardPolicy, RequestGuard
 from safelight.api.security import RateLimiter, SecurityHeaders
 from safelight.config import Settings
@@ -87,5 +87,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestGuard, policy=policy)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
-    app.gate = StreamGate(policy)
+    app.gate = policy
     return app

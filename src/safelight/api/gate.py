@@ -25,17 +25,22 @@ from starlette.types import Message, Receive, Scope, Send
 from safelight.api.access_log import log, log_request
 from safelight.api.guard import GuardPolicy
 from safelight.api.security import API_CSP, with_security_headers
-from safelight.api.streams import RAW_SEND, serve_stream, stream_kind
+from safelight.api.streams import RAW_SEND, serve_http, stream_kind, websocket_events
 
 
-class StreamGate:
-    __slots__ = ("policy",)
+class SafelightApp(FastAPI):
+    """FastAPI, with the stream gate in front (see the module docstring).  One method,
+    so a WebSocket's life costs one frame here, not two."""
 
-    def __init__(self, policy: GuardPolicy) -> None:
-        self.policy = policy
+    gate: GuardPolicy | None = None  # set by create_app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, kind: str) -> None:
-        policy = self.policy
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        policy = self.gate
+        kind = stream_kind(scope) if policy is not None and scope["type"] != "lifespan" else None
+        if policy is None or kind is None or policy.check(scope) is not None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
         started = time.perf_counter()
         status = 0
         sent = 0
@@ -61,26 +66,13 @@ class StreamGate:
 
         scope[RAW_SEND] = send
         try:
-            await serve_stream(scope, receive, send_start, kind)
+            if kind == "ws":
+                await websocket_events(scope, receive, send_start)
+            else:
+                await serve_http(scope, receive, send_start, kind)
         except BaseException:
             status = status or 500
             raise
         finally:
             if log.isEnabledFor(logging.INFO):
                 log_request(scope, status, sent, started)
-
-
-class SafelightApp(FastAPI):
-    """FastAPI, with the stream gate in front (see the module docstring)."""
-
-    gate: StreamGate | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gate = self.gate
-        if gate is not None and scope["type"] != "lifespan":
-            kind = stream_kind(scope)
-            if kind is not None and gate.policy.check(scope) is None:
-                scope["app"] = self
-                await gate(scope, receive, send, kind)
-                return
-        await super().__call__(scope, receive, send)

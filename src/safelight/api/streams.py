@@ -98,7 +98,7 @@ async def websocket_events(scope: Scope, receive: Receive, send: Send) -> None:
     for a WebSocket's whole life, and memory per idle stream is a design target."""
     websocket = WebSocket(scope, receive, send)
     ctx = ctx_of(websocket)
-    job_id = str(websocket.path_params["job_id"])
+    job_id = _job_id(scope)
     raw_after = websocket.query_params.get("after", "0")
     try:
         if not raw_after.isdigit():
@@ -257,15 +257,18 @@ def stream_kind(scope: Scope) -> str | None:
     return kind if kind != "ws" and scope.get("method") == "GET" else None
 
 
-async def serve_stream(scope: Scope, receive: Receive, send: Send, kind: str) -> None:
-    """One request that ``stream_kind`` picked, with errors mapped to problem+json as
-    the routes' exception handlers would."""
+def _job_id(scope: Scope) -> str:
     match = STREAM_PATH.fullmatch(scope["path"])
-    assert match is not None
+    assert match is not None, "only for paths that stream_kind picked"
     scope["path_params"] = {"job_id": match["job_id"]}
-    if kind == "ws":
-        await websocket_events(scope, receive, send)
-        return
+    return str(match["job_id"])
+
+
+async def serve_http(scope: Scope, receive: Receive, send: Send, kind: str) -> None:
+    """GET ``/stream`` or ``/events`` that ``stream_kind`` picked, with errors mapped to
+    problem+json as the routes' exception handlers would.  (The gate calls
+    ``websocket_events`` directly: one frame less for the life of a WebSocket.)"""
+    _job_id(scope)
     request = Request(scope, receive)
     handler = sse_events if kind == "stream" else raw_poll
     response: ASGIApp

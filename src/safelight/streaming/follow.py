@@ -164,20 +164,20 @@ class Stream:
             else:  # nothing will follow the welcome: just the end
                 with contextlib.suppress(TimeoutError, OSError, RuntimeError):
                     await self._write(self.wire.end())
-            if not self.aborted:
-                await self._hold(receive)
+            if self.aborted:
+                return
+            # Hold until the client goes away (in this frame: one frame less per idle
+            # stream).  Clients send nothing we need; a WebSocket message is ignored.
+            try:
+                while (await receive())["type"] not in DISCONNECTS:
+                    pass
+            except asyncio.CancelledError:
+                owner = self.owner
+                if not self.aborted or owner is None or owner.cancelling() > 1:
+                    raise
+                owner.uncancel()  # our own wake-up: the stream was aborted by its writer
         finally:
             self.close()
-
-    async def _hold(self, receive: Receive) -> None:
-        try:
-            while (await receive())["type"] not in DISCONNECTS:
-                pass  # clients send nothing we need; a WebSocket message is ignored
-        except asyncio.CancelledError:
-            owner = self.owner
-            if not self.aborted or owner is None or owner.cancelling() > 1:
-                raise
-            owner.uncancel()  # our own wake-up: the stream was aborted by its writer
 
     def close(self) -> None:
         """The client went away or the stream is over: unsubscribe, stop any writer."""
