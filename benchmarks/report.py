@@ -16,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from benchmarks.stats import cell
+
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
 COLOURS = {"ws": "tab:blue", "sse": "tab:orange", "poll": "tab:green", "gradio": "tab:red"}
@@ -56,13 +58,7 @@ def _machine(report: dict[str, Any]) -> str:
 
 
 def _n(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "**pass**" if value else "**miss**"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    return cell(value, digits, verdict=("**pass**", "**miss**"))
 
 
 def _figure(lines: list[str], rel: str, caption: str, report: dict[str, Any]) -> None:

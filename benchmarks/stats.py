@@ -11,6 +11,20 @@ from benchmarks.config import TARGET_P99_VS_BARE, TARGET_PCT_OF_BARE, TARGET_POL
 # -- statistics -------------------------------------------------------------------------
 
 
+def cell(
+    value: Any, digits: int = 1, unit: str = "", verdict: tuple[str, str] = ("pass", "miss")
+) -> str:
+    """One table cell, for the console tables and the Markdown report alike: ``-`` for
+    no value, ``verdict`` for a target's bool, thousands separators for numbers."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return verdict[0] if value else verdict[1]
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{unit}"
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
 def percentile(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None

@@ -7,18 +7,13 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks.config import console
+from benchmarks.stats import cell
 
 # -- report -----------------------------------------------------------------------------
 
 
 def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "[green]pass[/]" if value else "[red]MISS[/]"
-    if isinstance(value, float):
-        return f"{value:,.1f}{unit}"
-    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+    return cell(value, 1, unit, verdict=("[green]pass[/]", "[red]MISS[/]"))
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -127,6 +127,14 @@ class Job:
         return event
 
 
+async def created(store: AsyncStore, **broadcaster: Any) -> tuple[Broadcaster, Job]:
+    """A broadcaster (as the runtime makes one) and a new queued job published to it."""
+    b = Broadcaster(**broadcaster)
+    job = Job(store, b)
+    await job.create()
+    return b, job
+
+
 async def follow(
     store: AsyncStore, b: Broadcaster, job: Job, after: int = 0
 ) -> tuple[Stream, Conn, asyncio.Task[None]]:
@@ -160,9 +168,7 @@ def test_live_clients_get_every_event_in_order_from_one_shared_message(
     store: AsyncStore,
 ) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10)
         (s1, c1, t1), (s2, c2, t2) = [await follow(store, b, job) for _ in range(2)]
         assert s1.state is s2.state is StreamState.LIVE
         await job.start()
@@ -184,9 +190,7 @@ def test_a_paused_client_catches_up_in_its_own_task_without_holding_up_the_other
     store: AsyncStore,
 ) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=100)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=100)
         slow, slow_conn, slow_task = await follow(store, b, job)
         fast, fast_conn, fast_task = await follow(store, b, job)
         slow_conn.writable.clear()  # its socket buffer is full
@@ -210,9 +214,7 @@ def test_a_paused_client_catches_up_in_its_own_task_without_holding_up_the_other
 
 def test_a_client_that_falls_a_whole_queue_behind_is_ended_as_slow(store: AsyncStore) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=3)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=3)
         slow, conn, task = await follow(store, b, job)
         conn.writable.clear()
         await job.start()  # its write suspends: catching up, queue empty
@@ -230,9 +232,7 @@ def test_a_client_that_falls_a_whole_queue_behind_is_ended_as_slow(store: AsyncS
 
 def test_a_write_stuck_past_the_send_timeout_ends_the_stream(store: AsyncStore) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10, ping_interval_s=60, send_timeout_s=0.05)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10, ping_interval_s=60, send_timeout_s=0.05)
         stream, conn, task = await follow(store, b, job)
         conn.writable.clear()  # and it never drains
         await job.start()
@@ -246,9 +246,7 @@ def test_a_write_stuck_past_the_send_timeout_ends_the_stream(store: AsyncStore) 
 
 def test_a_gap_in_what_is_published_is_backfilled_from_the_store(store: AsyncStore) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10)
         _stream, conn, task = await follow(store, b, job)
         await job.start(publish=False)  # committed, never published (a lost NOTIFY)
         await job.progress(1, publish=False)
@@ -263,9 +261,7 @@ def test_a_gap_in_what_is_published_is_backfilled_from_the_store(store: AsyncSto
 
 def test_backlog_then_live_with_no_gap_and_no_duplicate(store: AsyncStore) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10)
         await job.start()
         events = [await job.progress(step, publish=False) for step in range(1, 4)]
         stream, conn, task = await follow(store, b, job, after=1)  # backlog: 2..5
@@ -282,9 +278,7 @@ def test_backlog_then_live_with_no_gap_and_no_duplicate(store: AsyncStore) -> No
 
 def test_quiet_live_streams_get_pings_with_their_cursor(store: AsyncStore) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10, ping_interval_s=0.04, send_timeout_s=10)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10, ping_interval_s=0.04, send_timeout_s=10)
         _stream, conn, task = await follow(store, b, job)
         await asyncio.sleep(0.2)
         pings = [json.loads(m["text"]) for m in conn.sent if '"ping"' in m.get("text", "")]
@@ -301,9 +295,7 @@ def test_a_client_that_goes_away_is_unsubscribed_and_a_failed_write_drops_it(
     store: AsyncStore,
 ) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10)
         (s1, c1, t1), (s2, c2, t2) = [await follow(store, b, job) for _ in range(2)]
         c1.gone.set()
         await asyncio.wait_for(t1, 5)
@@ -319,9 +311,7 @@ def test_a_client_that_goes_away_is_unsubscribed_and_a_failed_write_drops_it(
 
 def test_stop_ends_a_live_sse_stream_with_a_complete_body(store: AsyncStore) -> None:
     async def main() -> None:
-        b = Broadcaster(queue_size=10)
-        job = Job(store, b)
-        await job.create()
+        b, job = await created(store, queue_size=10)
         conn = Conn()
         stream = Stream(store, b, job.id, 0, SSE_WIRE)
         welcome = await stream.open()

@@ -13,6 +13,37 @@ log = logging.getLogger("safelight.access")
 PATH_MAX = 512
 
 
+class Tally:
+    """What a response has said so far, for its log record: the status (101 for an
+    accepted WebSocket, 403 for one closed before the upgrade, as uvicorn answers) and
+    the body bytes.  Shared by ``AccessLog`` and the stream gate (api/gate.py)."""
+
+    __slots__ = ("scope", "sent", "started", "status")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.started = time.perf_counter()
+        self.status = 0
+        self.sent = 0
+
+    def see(self, message: Message) -> None:
+        kind = message["type"]
+        if kind in ("http.response.start", "websocket.http.response.start"):
+            self.status = int(message["status"])
+        elif kind == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        elif kind == "websocket.accept":
+            self.status = 101
+        elif kind == "websocket.close" and not self.status:
+            self.status = 403  # closed before the upgrade: uvicorn answers 403
+
+    def failed(self) -> None:
+        self.status = self.status or 500
+
+    def log(self) -> None:
+        log_request(self.scope, self.status, self.sent, self.started)
+
+
 class AccessLog:
     """Pure ASGI middleware, outermost: it also sees the guard's refusals."""
 
@@ -23,30 +54,19 @@ class AccessLog:
         if scope["type"] not in ("http", "websocket") or not log.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 0
-        sent = 0
+        tally = Tally(scope)
 
         async def watching_send(message: Message) -> None:
-            nonlocal status, sent
-            kind = message["type"]
-            if kind in ("http.response.start", "websocket.http.response.start"):
-                status = int(message["status"])
-            elif kind == "http.response.body":
-                sent += len(message.get("body", b""))
-            elif kind == "websocket.accept":
-                status = 101
-            elif kind == "websocket.close" and not status:
-                status = 403  # closed before the upgrade: uvicorn answers 403
+            tally.see(message)
             await send(message)
 
         try:
             await self.app(scope, receive, watching_send)
         except BaseException:
-            status = status or 500
+            tally.failed()
             raise
         finally:
-            log_request(scope, status, sent, started)
+            tally.log()
 
 
 def log_request(scope: Scope, status: int, sent: int, started: float) -> None:

@@ -17,12 +17,11 @@ only the bytes before its events (the headers, or a whole short answer).
 from __future__ import annotations
 
 import logging
-import time
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
-from safelight.api.access_log import log, log_request
+from safelight.api.access_log import Tally, log
 from safelight.api.guard import GuardPolicy
 from safelight.api.security import API_CSP, with_security_headers
 from safelight.api.streams import RAW_SEND, serve_http, stream_kind, websocket_events
@@ -41,27 +40,16 @@ class SafelightApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        started = time.perf_counter()
-        status = 0
-        sent = 0
+        tally = Tally(scope)
         path = str(scope["path"])
 
         async def send_start(message: Message) -> None:
-            nonlocal status, sent
             kind = message["type"]
             if kind == "http.response.start":
                 message = with_security_headers(message, path, API_CSP)
-                status = int(message["status"])
-                policy.saw_status(scope, status)
-            elif kind == "http.response.body":
-                sent += len(message.get("body", b""))
-            elif kind == "websocket.http.response.start":
-                status = int(message["status"])
-                policy.saw_status(scope, status)
-            elif kind == "websocket.accept":
-                status = 101
-            elif kind == "websocket.close" and not status:
-                status = 403  # closed before the upgrade: uvicorn answers 403
+            tally.see(message)
+            if kind in ("http.response.start", "websocket.http.response.start"):
+                policy.saw_status(scope, tally.status)
             await send(message)
 
         scope[RAW_SEND] = send
@@ -71,8 +59,8 @@ class SafelightApp(FastAPI):
             else:
                 await serve_http(scope, receive, send_start, kind)
         except BaseException:
-            status = status or 500
+            tally.failed()
             raise
         finally:
             if log.isEnabledFor(logging.INFO):
-                log_request(scope, status, sent, started)
+                tally.log()

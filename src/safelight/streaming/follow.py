@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import enum
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from safelight.errors import NotFound, SafelightError
@@ -50,10 +51,12 @@ class StreamState(enum.Enum):
     ENDED = "ended"
 
 
-class After(enum.Enum):
-    """What a catching-up stream does once a write that suspended has finished."""
+class Next(enum.Enum):
+    """What comes after a write: after one that suspended while live (``next_step``),
+    and as the outcome of catching up."""
 
-    CONTINUE = "continue"
+    CONTINUE = "continue"  # more events
+    LIVE = "live"  # caught up: joined the feed
     END = "end"  # the terminal event was written: send the end next
     DONE = "done"  # the end was written
 
@@ -105,7 +108,7 @@ class Stream:
         self.stopped = False  # end at the next turn (shutdown)
         self.aborted = False  # ended without a proper end message (stalled, gone)
         self.pending: Pending | None = None  # a write that suspended while live
-        self.next_step = After.CONTINUE
+        self.next_step = Next.CONTINUE
         self.owner: asyncio.Task[Any] | None = None  # the connection's task
         self.task: asyncio.Task[Any] | None = None  # the task writing while catching up
         # The send guard: loop time when a write started (0: not writing); the ticker
@@ -182,10 +185,7 @@ class Stream:
     def close(self) -> None:
         """The client went away or the stream is over: unsubscribe, stop any writer."""
         was = self.state
-        self.state = StreamState.ENDED
-        if self.feed is not None:
-            self.feed.remove(self)
-            self.feed = None
+        self._ended()
         if self.pending is not None:
             self.pending.cancel()
             self.pending = None
@@ -226,9 +226,9 @@ class Stream:
         gone."""
         try:
             outcome = await self._catch_up()
-            if outcome is _Outcome.LIVE:
+            if outcome is Next.LIVE:
                 return
-            if outcome is _Outcome.END:
+            if outcome is Next.END:
                 await self._write(self.wire.end())
         except (SlowConsumer, TimeoutError):
             # A stalled or slow reader: say so if the socket takes it (bounded), else
@@ -245,34 +245,39 @@ class Stream:
             # The client is gone (the server refuses to write to a closed connection).
             self._abort()
             return
+        self._ended()
+
+    def _ended(self) -> None:
+        """Over: leave the feed (after a normal end, the connection's task returns at
+        the disconnect that follows)."""
         self.state = StreamState.ENDED
         if self.feed is not None:
             self.feed.remove(self)
             self.feed = None
 
-    async def _catch_up(self) -> _Outcome:
+    async def _catch_up(self) -> Next:
         pending, self.pending = self.pending, None
         if pending is not None:
             with self._guard():
                 await pending.finish()
-            if self.next_step is After.DONE:
-                return _Outcome.DONE
-            if self.next_step is After.END:
-                return _Outcome.END
+            if self.next_step is Next.DONE:
+                return Next.DONE
+            if self.next_step is Next.END:
+                return Next.END
         async for _event, final in self._backfill():
             if final:
-                return _Outcome.END
+                return Next.END
         while True:
             if self.overflowed:
                 raise SlowConsumer()
             if self.stopped or self.state is StreamState.ENDED or self.feed is None:
-                return _Outcome.END
+                return Next.END
             queue = self.queue
             if not queue:
                 # Level with the feed, and no await since the last check: join it.
                 self.queue = None
                 self.feed.join(self)
-                return _Outcome.LIVE
+                return Next.LIVE
             event = queue.popleft()
             if event.seq <= self.last_sent:
                 continue
@@ -280,15 +285,15 @@ class Stream:
                 # Published out of order or missed: the store has the truth.
                 async for _missed, final in self._backfill():
                     if final:
-                        return _Outcome.END
+                        return Next.END
                 continue
             self.last_sent = event.seq
             await self._write(self.wire.event(event))
             self.broadcaster.delivered(self.wire, event, 1)
             if event.terminal:
-                return _Outcome.END
+                return Next.END
 
-    async def _backfill(self) -> Any:
+    async def _backfill(self) -> AsyncIterator[tuple[Event, bool]]:
         """Write the events after ``last_sent`` from the store, yielding each with whether
         it ends the stream: a terminal event ends it only when nothing follows it (a
         retried job's log goes on after its ``failed`` event)."""
@@ -339,7 +344,7 @@ class Stream:
 
     # -- live (called by the feed, synchronously) ------------------------------------
 
-    def push(self, message: Message, next_step: After = After.CONTINUE) -> bool:
+    def push(self, message: Message, next_step: Next = Next.CONTINUE) -> bool:
         """Write one message now.  False when the stream is no longer live: the client
         is gone, or its socket could not take the write at once and the stream went
         back to catching up (``next_step`` says what follows that write)."""
@@ -369,11 +374,8 @@ class Stream:
             await self.catch_up()
 
     def _end_live(self) -> None:
-        if self.push(self.wire.end(), After.DONE):
-            self.state = StreamState.ENDED
-            if self.feed is not None:
-                self.feed.remove(self)
-                self.feed = None
+        if self.push(self.wire.end(), Next.DONE):
+            self._ended()
 
     def live_event(self, event: Event, message: Message, terminal: bool) -> bool:
         """The feed's per-event step for this stream: True if the message was written.
@@ -387,16 +389,10 @@ class Stream:
             return False
         self.last_sent = seq
         if terminal:
-            if self.push(message, After.END):
+            if self.push(message, Next.END):
                 self._end_live()
             return True
         return self.push(message)
-
-
-class _Outcome(enum.Enum):
-    LIVE = "live"  # joined the feed
-    END = "end"  # write the end next
-    DONE = "done"  # the end was written
 
 
 async def _not_started(message: Message) -> None:
