@@ -60,7 +60,15 @@ T = TypeVar("T")
 
 @dataclass
 class AttemptState:
-    """Shared between the provider thread and its supervisor coroutine."""
+    """Shared between the provider thread and its supervisor coroutine.
+
+    The supervisor does not poll for steps: before it waits it leaves a ``wake`` future
+    here, and the provider thread resolves it (once) when a step is due for a progress
+    write (``progress_due_mono`` has passed, or it is the last step) or a preview is
+    ready.  Sleeping out a fixed tick instead made each progress cycle a tick longer
+    than its commit and publish, so under load the writer fell behind a 30 ms step pace
+    and coalesced steps it could have written (docs/benchmarks.md).
+    """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -70,6 +78,16 @@ class AttemptState:
     last_step_mono: float = field(default_factory=time.monotonic)
     preview: tuple[int, Image.Image] | None = None
     last_preview_mono: float = 0.0
+    progress_due_mono: float = 0.0
+    wake: asyncio.Future[None] | None = None
+
+    def nudge(self) -> None:
+        """Provider thread: wake the supervisor if it waits (at most once per wait)."""
+        with self.lock:
+            wake, self.wake = self.wake, None
+        if wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                wake.get_loop().call_soon_threadsafe(_resolve, wake)
 
 
 class Worker:
@@ -216,11 +234,15 @@ class Worker:
             now = time.monotonic()
             with state.lock:
                 state.step, state.total, state.last_step_mono = step, total, now
+                due = now >= state.progress_due_mono or step == total
             if preview is not None and now - state.last_preview_mono >= interval:
                 image = preview()
                 with state.lock:
                     state.preview = (step, image)
                     state.last_preview_mono = now
+                due = True
+            if due:
+                state.nudge()
 
         return on_step
 
@@ -234,7 +256,9 @@ class Worker:
     ) -> list[Image.Image] | None:
         """Returns the images, or None when the attempt ended otherwise (already written)."""
         st = self.settings
-        tick = max(0.005, min(st.progress_interval_s, st.lease_s / 3, 0.25))
+        # Steps and previews wake the supervisor (AttemptState.nudge); the tick is for the
+        # lease, the deadlines and shutdown.
+        tick = max(0.005, min(st.lease_s / 3, 0.25))
         lease_ms = int(st.lease_s * 1000)
         last_beat = time.monotonic()
         last_progress_write = 0.0
@@ -242,10 +266,28 @@ class Worker:
         stop_seen = 0.0
         written_step = 0
         step_times: list[float] = []
+        loop = asyncio.get_running_loop()
         while True:
-            done, _ = await asyncio.wait({future}, timeout=tick)
+            wake: asyncio.Future[None] = loop.create_future()
+            due_at = last_progress_write + st.progress_interval_s
+            with state.lock:
+                # Installed before the state is read, so a step landing after the read
+                # still resolves it: no wake-up is lost.
+                state.wake, state.progress_due_mono = wake, due_at
+                step, total = state.step, state.total
+                ready = state.preview is not None
+            if step != written_step:
+                ready = ready or step == total or time.monotonic() >= due_at
+            if not ready:
+                wait = tick
+                if step != written_step:  # an early step: write it once the interval ends
+                    wait = min(tick, max(0.0, due_at - time.monotonic()))
+                either: set[asyncio.Future[Any]] = {future, wake}
+                await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            done = future.done()
             now = time.monotonic()
             with state.lock:
+                state.wake = None
                 step, total, last_step = state.step, state.total, state.last_step_mono
                 preview, state.preview = state.preview, None
             if step != written_step and (
@@ -494,6 +536,11 @@ class Worker:
             images=out,
         )
         self.service.record_duration(duration)
+
+
+def _resolve(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)
 
 
 def _consume_outcome(future: asyncio.Future[list[Image.Image]]) -> None:
