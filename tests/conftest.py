@@ -25,6 +25,7 @@ FAST: dict[str, Any] = {
     "ping_interval_s": 1.0,
     "poll_after_ms": 50,
     "long_poll_coalesce_ms": 20,
+    "stream_end_delay_ms": 10,
     "lease_s": 2.0,
     "reaper_interval_s": 0.2,
     "worker_idle_poll_s": 0.2,

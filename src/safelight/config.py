@@ -81,6 +81,11 @@ class Settings:
     sse_retry_max_ms: int = 4000
     stream_queue_size: int = 512
     send_timeout_s: float = 10.0
+    # After a terminal event is written to every live stream, each stream's end (WS close
+    # 1000, SSE end of body) follows this much later: ending a thousand connections at
+    # once competes with delivering that last event to the rest (docs/benchmarks.md).
+    # Clients stop at the terminal event; none waits for the end.  0 = at once.
+    stream_end_delay_ms: int = 100
     max_streams_per_client: int = 64
 
     # Reliability (scale-out operations): every background loop backs off on store errors

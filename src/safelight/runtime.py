@@ -82,7 +82,10 @@ class Runtime:
         }
         metrics = Metrics()
         broadcaster = Broadcaster(
-            settings.stream_queue_size, settings.ping_interval_s, settings.send_timeout_s
+            settings.stream_queue_size,
+            settings.ping_interval_s,
+            settings.send_timeout_s,
+            end_delay_s=settings.stream_end_delay_ms / 1000,
         )
         broadcaster.on_delivered = lambda wire, event, count: metrics.delivered(
             wire.transport.value, event, count

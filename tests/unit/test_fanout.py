@@ -26,7 +26,8 @@ from safelight.types import EventType, JobStatus
 class Conn:
     """One client connection as the ASGI server shows it to the app."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: list[tuple[Conn, str]] | None = None) -> None:
+        self.log = log  # shared by several connections: the order of writes across them
         self.sent: list[Message] = []
         self.writable = asyncio.Event()
         self.writable.set()
@@ -38,6 +39,8 @@ class Conn:
         if self.fail:
             raise OSError("connection lost")
         self.sent.append(message)
+        if self.log is not None:
+            self.log.append((self, message["type"]))
         if message["type"] == "websocket.close" or message.get("more_body") is False:
             self.gone.set()
 
@@ -136,9 +139,13 @@ async def created(store: AsyncStore, **broadcaster: Any) -> tuple[Broadcaster, J
 
 
 async def follow(
-    store: AsyncStore, b: Broadcaster, job: Job, after: int = 0
+    store: AsyncStore,
+    b: Broadcaster,
+    job: Job,
+    after: int = 0,
+    log: list[tuple[Conn, str]] | None = None,
 ) -> tuple[Stream, Conn, asyncio.Task[None]]:
-    conn = Conn()
+    conn = Conn(log)
     stream = Stream(store, b, job.id, after, WS_WIRE)
     welcome = await stream.open()
     task = asyncio.create_task(stream.run(conn.send, conn.receive, WS_WIRE.greeting(welcome)))
@@ -180,6 +187,36 @@ def test_live_clients_get_every_event_in_order_from_one_shared_message(
         assert c1.kinds()[0] == "welcome" and c1.kinds()[-1] == "websocket.close"
         # One message per event per wire, the same object for both clients:
         assert all(a is b_ for a, b_ in zip(c1.sent[2:-1], c2.sent[2:-1], strict=True))
+        assert b.subscriber_count() == 0
+        b.close()
+
+    run(main())
+
+
+def test_every_client_gets_the_terminal_event_before_any_connection_is_ended(
+    store: AsyncStore,
+) -> None:
+    """One write log across all connections: the `completed` frames all go out in the
+    publish, the ends only after ``end_delay_s`` (ending them in the same pass made the
+    last clients' `completed` wait behind the closes)."""
+
+    async def main() -> None:
+        b, job = await created(store, queue_size=10, end_delay_s=0.05)
+        log: list[tuple[Conn, str]] = []
+        followers = [await follow(store, b, job, log=log) for _ in range(4)]
+        conns = {id(conn) for _, conn, _ in followers}
+        await job.start()
+        await job.complete()
+        assert [kind for _, kind in log[-4:]] == ["websocket.send"] * 4
+        assert {id(c) for c, _ in log[-4:]} == conns
+        assert all(conn.kinds()[-1] == "completed" for _, conn, _ in followers)
+        await asyncio.sleep(0)  # a loop turn is not the delay: still open
+        assert all(stream.state is StreamState.LIVE for stream, _, _ in followers)
+        await asyncio.wait_for(asyncio.gather(*(t for _, _, t in followers)), 5)
+        assert [kind for _, kind in log[-4:]] == ["websocket.close"] * 4
+        assert {id(c) for c, _ in log[-4:]} == conns
+        for _, conn, _ in followers:
+            assert conn.kinds()[-2:] == ["completed", "websocket.close"]
         assert b.subscriber_count() == 0
         b.close()
 

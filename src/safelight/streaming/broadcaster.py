@@ -28,11 +28,16 @@ class Broadcaster:
     past ``send_timeout_s``."""
 
     def __init__(
-        self, queue_size: int, ping_interval_s: float = 15.0, send_timeout_s: float = 10.0
+        self,
+        queue_size: int,
+        ping_interval_s: float = 15.0,
+        send_timeout_s: float = 10.0,
+        end_delay_s: float = 0.0,
     ) -> None:
         self.queue_size = queue_size
         self.ping_interval_s = ping_interval_s
         self.send_timeout_s = send_timeout_s
+        self.end_delay_s = end_delay_s  # terminal event -> the streams' ends (Feed.publish)
         # Tick often enough for both: a ping goes out 1-1.25 ping intervals after the last
         # event, a stuck write is cancelled 1-1.25 send timeouts after it started.
         self.tick_s = min(ping_interval_s, send_timeout_s) / 4

@@ -2,11 +2,13 @@
 
 The live streams, per wire, are written directly in ``publish`` (one message per wire per
 event, shared by all of them; ``Stream.live_event`` does the per-client step); the ones
-catching up get the event queued (streaming/follow.py).
+catching up get the event queued (streaming/follow.py).  A terminal event is written to
+every live stream first; each is ended a little later (``Broadcaster.end_delay_s``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from safelight.models import Event
@@ -71,6 +73,22 @@ class Feed:
                     written += 1
             if written:
                 self.broadcaster.delivered(wire, event, written)
+        if terminal:
+            # Every client gets the terminal event before any connection is ended, and
+            # the ends wait ``end_delay_s``: ending a connection costs more than a frame,
+            # and ending them in the same pass made the last clients' `completed` wait
+            # behind hundreds of closes (docs/benchmarks.md, step 12).
+            delay = self.broadcaster.end_delay_s
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self.end_live, event.seq)
+            else:
+                self.end_live(event.seq)
+
+    def end_live(self, terminal_seq: int) -> None:
+        """End every live stream that was sent the terminal event ``terminal_seq``."""
+        for streams in tuple(self.live.values()):
+            for stream in tuple(streams):
+                stream.end_after(terminal_seq)
 
     def ping(self) -> None:
         """Keep-alive for the live streams (the catching-up ones are writing)."""

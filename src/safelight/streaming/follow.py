@@ -389,10 +389,17 @@ class Stream:
             return False
         self.last_sent = seq
         if terminal:
-            if self.push(message, Next.END):
-                self._end_live()
+            # Written now; the end follows in ``end_after`` once every client
+            # has the terminal event (a paused socket ends from its catch-up task).
+            self.push(message, Next.END)
             return True
         return self.push(message)
+
+    def end_after(self, terminal_seq: int) -> None:
+        """The feed's second pass over a terminal event: the normal end (WS close 1000,
+        SSE end of body) for a stream that is still live and was sent that event."""
+        if self.state is StreamState.LIVE and self.last_sent == terminal_seq:
+            self._end_live()
 
 
 async def _not_started(message: Message) -> None:
