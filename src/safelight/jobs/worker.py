@@ -235,13 +235,13 @@ class Worker:
             with state.lock:
                 state.step, state.total, state.last_step_mono = step, total, now
                 due = now >= state.progress_due_mono or step == total
+            if due:  # before the preview is made: the progress need not wait for it
+                state.nudge()
             if preview is not None and now - state.last_preview_mono >= interval:
                 image = preview()
                 with state.lock:
                     state.preview = (step, image)
                     state.last_preview_mono = now
-                due = True
-            if due:
                 state.nudge()
 
         return on_step
