@@ -75,8 +75,9 @@ class Settings:
     # The most a long poll woken by a job's event waits for the events that follow it
     # (1 ms per poll parked on the job, up to this): with many pollers and many events per
     # second one answer then carries several (a request costs ~10x a streamed delivery;
-    # docs/benchmarks.md); a lone poller is answered at once.  0 = never wait.
-    long_poll_coalesce_ms: int = 250
+    # docs/benchmarks.md); a lone poller is answered at once, 100 pollers within 0.1 s,
+    # 1,000 or more at the plain polling cadence (poll_after_ms).  0 = never wait.
+    long_poll_coalesce_ms: int = 1000
     sse_retry_min_ms: int = 1000
     sse_retry_max_ms: int = 4000
     stream_queue_size: int = 512

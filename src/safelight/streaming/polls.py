@@ -37,7 +37,7 @@ POLL_PAGE = 500
 MAX_ANSWERS = 4096  # bounded memory: the cache is cleared when it grows past this
 # The coalescing window grows with the polls parked on the job (1 ms each, up to
 # ``coalesce_s``): answering them all costs ~0.1 ms each, so the window is ~10x the work
-# it batches; a lone poller waits ~1 ms, 250 or more (by default) the whole window.
+# it batches; a lone poller waits ~1 ms, 1,000 or more (by default) the whole window.
 WINDOW_PER_POLL_S = 0.001
 
 
