@@ -35,6 +35,10 @@ class Event:
     ts_ms: int
     data: dict[str, Any]
     _json: str | None = field(default=None, repr=False)
+    # Set by the write that committed it: False when that transaction queued no webhook
+    # delivery, so the dispatcher need not look (events read back, or received from
+    # another node, keep True: maybe).
+    webhook_queued: bool = field(default=True, repr=False, compare=False)
 
     @property
     def terminal(self) -> bool:

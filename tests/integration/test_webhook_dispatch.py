@@ -18,7 +18,7 @@ from safelight.metrics import Metrics
 from safelight.store import webhooks as rows
 from safelight.store.runner import AsyncStore
 from safelight.store.sql import SqlStore
-from safelight.types import WebhookEvent
+from safelight.types import EventType, WebhookEvent
 from safelight.webhooks import signing
 from safelight.webhooks.dispatcher import Dispatcher
 from safelight.webhooks.sender import Limits, send
@@ -144,6 +144,44 @@ def test_delivery_commits_with_its_event_and_a_stale_claim_is_fenced(store_url: 
         assert item["status"] == "delivered"
         assert [t["node"] for t in item["attempts"]] == ["node-b"]
         assert rows.claim(store, "node-a", 60_000, 10) == []
+    finally:
+        store.close()
+
+
+def test_only_an_event_that_queued_a_delivery_wakes_the_dispatcher(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Progress of a job without a webhook must not cost the dispatcher a store read per
+    event (it did: every progress woke it); events read back keep waking it (maybe)."""
+    sync = SqlStore(store_url)
+    store = AsyncStore(sync)
+    try:
+        (hooked,) = started_jobs(sync, "http://127.0.0.1:9/", 1)
+        plain, _ = sync.create_job(
+            settings={"prompt": "p"},
+            parent_id=None,
+            manage_token_hash="h",
+            max_attempts=3,
+            queue_limit=1000,
+        )
+        claimed = sync.claim("w", 60_000)
+        assert claimed is not None and claimed[0].id == plain.id
+        running = claimed[1][-1]
+        assert running.type.value == "running" and running.webhook_queued is False
+        _, progress = sync.worker_event(
+            plain.id, claimed[0].lease_token or "", EventType.PROGRESS, {"step": 1}
+        )
+        assert progress.webhook_queued is False
+        (started,) = [e for e in sync.read_events(hooked, 0) if e.type is EventType.RUNNING]
+        assert started.webhook_queued is True  # read back: unknown, so maybe
+
+        dispatcher = Dispatcher(
+            Settings(data_dir=tmp_path), store, Metrics(), signing.new_secret(), "n"
+        )
+        dispatcher.notice([running, progress])
+        assert not dispatcher.wake.is_set()
+        dispatcher.notice([started])
+        assert dispatcher.wake.is_set()
     finally:
         store.close()
 

@@ -198,7 +198,7 @@ class SqlStore:
             )
         event = Event(job_id, seq, type_, attempt, now, data)
         # The webhook delivery commits with its event, or neither does (at-least-once).
-        webhook_rows.enqueue(conn, event)
+        event.webhook_queued = webhook_rows.enqueue(conn, event)
         return event
 
     def _queue_lock(self, conn: Connection) -> None:

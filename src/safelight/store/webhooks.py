@@ -61,18 +61,19 @@ def add_webhook(
     )
 
 
-def enqueue(conn: Connection, event: Event) -> None:
-    """In the event's own transaction: a delivery if the job's webhook wants this event."""
+def enqueue(conn: Connection, event: Event) -> bool:
+    """In the event's own transaction: a delivery if the job's webhook wants this event.
+    True if one was queued."""
     name = WEBHOOK_EVENT_OF.get(event.type)
     if name is None:
-        return
+        return False
     row = conn.execute(
         select(job_webhooks.c.url, job_webhooks.c.events).where(
             job_webhooks.c.job_id == event.job_id
         )
     ).first()
     if row is None or name.value not in row.events.split(","):
-        return
+        return False
     body = {"type": f"job.{name.value}", "timestamp": iso_ms(event.ts_ms), "data": event.to_dict()}
     conn.execute(
         webhook_deliveries.insert().values(
@@ -88,6 +89,7 @@ def enqueue(conn: Connection, event: Event) -> None:
             created_ms=event.ts_ms,
         )
     )
+    return True
 
 
 # -- reads ----------------------------------------------------------------------------

@@ -63,8 +63,10 @@ class Dispatcher:
 
     def notice(self, events: list[Event]) -> None:
         """A ``JobService`` listener: committed events this node sees (its own, or any
-        node's via LISTEN in scale-out)."""
-        if any(e.type in WEBHOOK_EVENT_OF for e in events):
+        node's via LISTEN in scale-out).  An event whose own write queued no delivery
+        (``Event.webhook_queued``) does not wake it: without that, every progress event
+        of every job cost a store read here."""
+        if any(e.webhook_queued and e.type in WEBHOOK_EVENT_OF for e in events):
             self.wake.set()
 
     async def run(self) -> None:
