@@ -104,19 +104,21 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"{PG}/{name}"
 
 
+def new_job(store: SqlStore, webhook: tuple[str, list[WebhookEvent]] | None = None) -> str:
+    job, _ = store.create_job(
+        settings={"prompt": "p"},
+        parent_id=None,
+        manage_token_hash="h",
+        max_attempts=3,
+        queue_limit=1000,
+        webhook=webhook,
+    )
+    return job.id
+
+
 def started_jobs(store: SqlStore, url: str, n: int) -> list[str]:
     """n jobs whose webhook wants ``started``; claiming each commits that event."""
-    ids = []
-    for _ in range(n):
-        job, _ = store.create_job(
-            settings={"prompt": "p"},
-            parent_id=None,
-            manage_token_hash="h",
-            max_attempts=3,
-            queue_limit=1000,
-            webhook=(url, [WebhookEvent.STARTED]),
-        )
-        ids.append(job.id)
+    ids = [new_job(store, (url, [WebhookEvent.STARTED])) for _ in range(n)]
     for _ in range(n):
         assert store.claim("w", 60_000) is not None
     return ids
@@ -157,19 +159,13 @@ def test_only_an_event_that_queued_a_delivery_wakes_the_dispatcher(
     store = AsyncStore(sync)
     try:
         (hooked,) = started_jobs(sync, "http://127.0.0.1:9/", 1)
-        plain, _ = sync.create_job(
-            settings={"prompt": "p"},
-            parent_id=None,
-            manage_token_hash="h",
-            max_attempts=3,
-            queue_limit=1000,
-        )
+        plain = new_job(sync)
         claimed = sync.claim("w", 60_000)
-        assert claimed is not None and claimed[0].id == plain.id
+        assert claimed is not None and claimed[0].id == plain
         running = claimed[1][-1]
         assert running.type.value == "running" and running.webhook_queued is False
         _, progress = sync.worker_event(
-            plain.id, claimed[0].lease_token or "", EventType.PROGRESS, {"step": 1}
+            plain, claimed[0].lease_token or "", EventType.PROGRESS, {"step": 1}
         )
         assert progress.webhook_queued is False
         (started,) = [e for e in sync.read_events(hooked, 0) if e.type is EventType.RUNNING]

@@ -290,9 +290,7 @@ class Worker:
                 state.wake = None
                 step, total, last_step = state.step, state.total, state.last_step_mono
                 preview, state.preview = state.preview, None
-            if step != written_step and (
-                now - last_progress_write >= st.progress_interval_s or step == total or done
-            ):
+            if step != written_step and (now >= due_at or step == total or done):
                 step_times.append(now)
                 per_step = (now - started) / max(step, 1)
                 await self._event(

@@ -77,7 +77,7 @@ class Feed:
             # Every client gets the terminal event before any connection is ended, and
             # the ends wait ``end_delay_s``: ending a connection costs more than a frame,
             # and ending them in the same pass made the last clients' `completed` wait
-            # behind hundreds of closes (docs/benchmarks.md, step 12).
+            # behind hundreds of closes (docs/benchmarks.md, step 13).
             delay = self.broadcaster.end_delay_s
             if delay > 0:
                 asyncio.get_running_loop().call_later(delay, self.end_live, event.seq)
